@@ -1,0 +1,151 @@
+//! [`ApiError`]: everything that can go wrong talking to the API.
+
+use std::time::Duration;
+
+use crate::wire::DecodeError;
+
+/// An error from the Get Call Logs API or the way to it.
+///
+/// Each variant says what to do about it, and [`ApiError::is_transient`]
+/// says whether trying the same request again can help. No variant ever
+/// carries the developer key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// 401 (or 403): wrong or inactive credentials.
+    #[error(
+        "the API refused the credentials (HTTP {status}{}): check the account email \
+         (--email / PLUM_EMAIL) and developer key (--developer-key / PLUM_DEVELOPER_KEY); \
+         the account may be inactive or may not own the number",
+        message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()
+    )]
+    Unauthorized {
+        /// 401 or 403.
+        status: u16,
+        /// The API's `error` message, if any.
+        message: Option<String>,
+    },
+    /// 405: the server only accepts GET here; the base URL probably points
+    /// at something that is not the calls endpoint.
+    #[error("the API answered 405 method not allowed: check that the base URL points at the Fuse API (e.g. https://fuse.plumvoice.com/api)")]
+    MethodNotAllowed,
+    /// 429: throttled by the server.
+    #[error("the API is rate limiting requests (HTTP 429){}: lower --concurrency or set a request budget",
+        retry_after.map(|d| format!(", retry after {}s", d.as_secs())).unwrap_or_default())]
+    RateLimited {
+        /// What the server asked for in `Retry-After`.
+        retry_after: Option<Duration>,
+    },
+    /// 5xx: the server failed (the vendor documents 500 "database error").
+    #[error("the API failed with HTTP {status}{}; this is usually temporary, try again later",
+        message.as_deref().map(|m| format!(" ({m})")).unwrap_or_default())]
+    Server {
+        /// The HTTP status.
+        status: u16,
+        /// The API's `error` message, if any.
+        message: Option<String>,
+    },
+    /// Any other non-200 status.
+    #[error("the API answered HTTP {status}{}: check the base URL and query",
+        message.as_deref().map(|m| format!(" ({m})")).unwrap_or_default())]
+    UnexpectedStatus {
+        /// The HTTP status.
+        status: u16,
+        /// The API's `error` message, or a snippet of the body.
+        message: Option<String>,
+    },
+    /// The request did not complete in time.
+    #[error("the request to the API timed out after {0:?}: the server may be overloaded; try a larger timeout or lower concurrency")]
+    Timeout(Duration),
+    /// Connecting, sending, or reading the body failed.
+    #[error("could not reach the API at {host}: {source}")]
+    Transport {
+        /// Host (and port) of the base URL.
+        host: String,
+        /// What the HTTP stack said.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// A 200 body that is not a page.
+    #[error("the API sent a body that is not a call page: {0}")]
+    Decode(#[from] DecodeError),
+    /// The query itself is wrong; nothing was sent.
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
+    /// The client configuration is wrong; nothing was sent.
+    #[error("invalid client configuration: {0}")]
+    InvalidConfig(String),
+    /// Retries ran out; the last error is the source.
+    #[error("gave up after {attempts} attempts over {elapsed:.1?}: {last}")]
+    RetriesExhausted {
+        /// How many requests were sent.
+        attempts: u32,
+        /// Time spent, including backoff.
+        elapsed: Duration,
+        /// The error of the last attempt.
+        #[source]
+        last: Box<ApiError>,
+    },
+}
+
+impl ApiError {
+    /// Whether the same request may succeed if tried again.
+    ///
+    /// True for 5xx, 429, timeouts, connection failures and bodies that were
+    /// cut short or undecodable; false for credentials, 405, bad queries and
+    /// exhausted retries.
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ApiError::Server { .. }
+            | ApiError::RateLimited { .. }
+            | ApiError::Timeout(_)
+            | ApiError::Transport { .. }
+            | ApiError::Decode(_) => true,
+            // 408 Request Timeout and the gateway family are worth another go.
+            ApiError::UnexpectedStatus { status, .. } => matches!(status, 408 | 425),
+            ApiError::Unauthorized { .. }
+            | ApiError::MethodNotAllowed
+            | ApiError::InvalidQuery(_)
+            | ApiError::InvalidConfig(_)
+            | ApiError::RetriesExhausted { .. } => false,
+        }
+    }
+
+    /// Whether this is (or, after retries, ended in) a credentials failure.
+    #[must_use]
+    pub fn is_unauthorized(&self) -> bool {
+        match self {
+            ApiError::Unauthorized { .. } => true,
+            ApiError::RetriesExhausted { last, .. } => last.is_unauthorized(),
+            _ => false,
+        }
+    }
+
+    /// A short, stable label for metrics and logs (`unauthorized`, `server`, …).
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ApiError::Unauthorized { .. } => "unauthorized",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::Server { .. } => "server_error",
+            ApiError::UnexpectedStatus { .. } => "unexpected_status",
+            ApiError::Timeout(_) => "timeout",
+            ApiError::Transport { .. } => "transport",
+            ApiError::Decode(_) => "decode",
+            ApiError::InvalidQuery(_) => "invalid_query",
+            ApiError::InvalidConfig(_) => "invalid_config",
+            ApiError::RetriesExhausted { last, .. } => last.kind(),
+        }
+    }
+
+    /// How long the server asked us to wait, if it did.
+    #[must_use]
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ApiError::RateLimited { retry_after } => *retry_after,
+            _ => None,
+        }
+    }
+}

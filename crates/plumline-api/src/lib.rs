@@ -1,0 +1,89 @@
+//! A typed client for Plum Fuse's "Get Call Logs" API.
+//!
+//! `GET {base}/calls/{start}/{end}?number=&limit=&offset=` with HTTP Basic
+//! auth, answering JSON or XML pages that each carry `total_calls`.
+//!
+//! - [`model`]: [`Call`], [`CallType`], [`CallPage`].
+//! - [`wire`]: tolerant JSON and XML decoding.
+//! - [`Client`]: one page per call, retries, a request budget; [`PageSource`]
+//!   is the seam the export pipeline and the exporter page through.
+//!
+//! This crate knows nothing of Arrow, Parquet, Prometheus or the CLI.
+
+mod client;
+mod error;
+pub mod model;
+mod query;
+mod retry;
+mod secret;
+pub mod wire;
+
+use std::future::Future;
+
+pub use client::{Client, ClientBuilder, DEFAULT_BASE_URL, is_loopback_url};
+pub use error::ApiError;
+pub use model::{Call, CallPage, CallType};
+pub use query::{CallQuery, DEFAULT_LIMIT, MAX_LIMIT, PageRequest, validate_limit};
+pub use retry::RetryPolicy;
+pub use secret::{Credentials, DeveloperKey};
+pub use wire::WireFormat;
+
+/// Something that answers one page of a call-log query.
+///
+/// [`Client`] is the real one; tests and benches implement it to fake the
+/// API. Implementations retry as they see fit: an error returned here is
+/// final for that page.
+pub trait PageSource: Send + Sync {
+    /// Fetches one page.
+    ///
+    /// # Cancel safety
+    /// Dropping the future abandons the request; nothing is left half done.
+    fn fetch_page(&self, request: &PageRequest) -> impl Future<Output = Result<CallPage, ApiError>> + Send;
+}
+
+impl<T: PageSource + ?Sized> PageSource for std::sync::Arc<T> {
+    fn fetch_page(&self, request: &PageRequest) -> impl Future<Output = Result<CallPage, ApiError>> + Send {
+        (**self).fetch_page(request)
+    }
+}
+
+impl<T: PageSource + ?Sized> PageSource for &T {
+    fn fetch_page(&self, request: &PageRequest) -> impl Future<Output = Result<CallPage, ApiError>> + Send {
+        (**self).fetch_page(request)
+    }
+}
+
+/// Walks every page of `query`, `limit` calls at a time, in order.
+///
+/// Stops at the first empty page or once `offset` reaches the latest
+/// `total_calls`. Holds one page in memory at a time.
+///
+/// # Cancel safety
+/// Dropping the stream stops paging; pages already yielded stay valid.
+pub fn all_pages<S: PageSource>(
+    source: S,
+    query: CallQuery,
+    limit: u32,
+) -> impl futures::Stream<Item = Result<CallPage, ApiError>> + Send {
+    futures::stream::unfold(Some((source, 0u64)), move |state| {
+        let query = query.clone();
+        async move {
+            let (source, offset) = state?;
+            let request = match query.page(limit, offset) {
+                Ok(request) => request,
+                Err(e) => return Some((Err(e), None)),
+            };
+            match source.fetch_page(&request).await {
+                Ok(page) => {
+                    if page.calls.is_empty() && offset > 0 {
+                        return None;
+                    }
+                    let next = offset + page.calls.len() as u64;
+                    let more = !page.calls.is_empty() && next < page.total_calls;
+                    Some((Ok(page), more.then_some((source, next))))
+                }
+                Err(e) => Some((Err(e), None)),
+            }
+        }
+    })
+}

@@ -1,0 +1,141 @@
+//! [`ExportError`]: everything that can stop an export.
+
+use std::path::PathBuf;
+
+use jiff::civil::Date;
+use plumline_api::ApiError;
+
+/// An error that stopped an export, with the day, page offset or path it
+/// happened at.
+///
+/// Days committed before the error stay committed (and recorded in the
+/// resume state), so running the same export again continues where this one
+/// stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExportError {
+    /// The plan or options are invalid; nothing was fetched or written.
+    #[error("{0}")]
+    InvalidPlan(String),
+    /// The destination cannot be used (bad URL, unsupported scheme, missing
+    /// bucket); nothing was written.
+    #[error("{0}")]
+    InvalidDestination(String),
+    /// A page could not be fetched (after the source's own retries).
+    #[error("fetching the calls of {day}{} at offset {offset}: {source}", number_suffix(number.as_deref()))]
+    Api {
+        /// The day being exported.
+        day: Date,
+        /// The number filter of the day, if any.
+        number: Option<String>,
+        /// The offset of the page that failed.
+        offset: u64,
+        /// What the API (or the way to it) said.
+        #[source]
+        source: ApiError,
+    },
+    /// A closed day never came out consistent: the rows received did not
+    /// match the API's `total_calls`, however often it was fetched again.
+    #[error(
+        "the API's answers for {day}{} do not add up after {attempts} attempts: it reported {expected} calls \
+         but {received} distinct calls arrived; try again later, or lower --page-size",
+        number_suffix(number.as_deref())
+    )]
+    Inconsistent {
+        /// The day being exported.
+        day: Date,
+        /// The number filter of the day, if any.
+        number: Option<String>,
+        /// The API's last `total_calls` for the day.
+        expected: u64,
+        /// Distinct calls received in the last attempt.
+        received: u64,
+        /// How many times the day was fetched.
+        attempts: u32,
+    },
+    /// A local file operation failed.
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        /// What was being done (`creating`, `writing`, `renaming`, …).
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An object-store operation failed.
+    #[error("{action} {location}: {source}")]
+    ObjectStore {
+        /// What was being done (`uploading`, `reading`, …).
+        action: &'static str,
+        /// The object's URL.
+        location: String,
+        /// What the store said.
+        #[source]
+        source: object_store::Error,
+    },
+    /// Encoding (or, in the lake reader, decoding) Parquet failed.
+    #[error("parquet {action} {location}: {source}")]
+    Parquet {
+        /// `writing` or `reading`.
+        action: &'static str,
+        /// The day's file.
+        location: String,
+        /// What the Parquet library said.
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    /// Building an Arrow batch failed (a bug: the schema is fixed).
+    #[error("building the arrow batch for {day}: {source}")]
+    Arrow {
+        /// The day being exported.
+        day: Date,
+        /// What Arrow said.
+        #[source]
+        source: arrow_schema::ArrowError,
+    },
+    /// A resume-state file could not be read or written.
+    #[error("resume state {location}: {source}")]
+    State {
+        /// The state file.
+        location: String,
+        /// What the JSON codec said.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A worker task panicked or was cancelled by the runtime.
+    #[error("an export worker failed: {0}")]
+    Worker(String),
+}
+
+fn number_suffix(number: Option<&str>) -> String {
+    number.map(|n| format!(" (number {n})")).unwrap_or_default()
+}
+
+impl ExportError {
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        ExportError::Io { action, path: path.into(), source }
+    }
+
+    pub(crate) fn store(action: &'static str, location: impl Into<String>, source: object_store::Error) -> Self {
+        ExportError::ObjectStore { action, location: location.into(), source }
+    }
+
+    pub(crate) fn worker(error: &tokio::task::JoinError) -> Self {
+        ExportError::Worker(error.to_string())
+    }
+
+    /// Whether running the export again may succeed without changing anything
+    /// (server errors, timeouts, an inconsistent moving source).
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ExportError::Api { source, .. } => {
+                source.is_transient() || matches!(source, ApiError::RetriesExhausted { .. })
+            }
+            ExportError::Inconsistent { .. } | ExportError::ObjectStore { .. } => true,
+            _ => false,
+        }
+    }
+}

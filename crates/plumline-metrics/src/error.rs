@@ -1,0 +1,75 @@
+//! [`MetricsError`]: everything that can stop the exporter.
+
+use std::io;
+use std::net::SocketAddr;
+
+use plumline_api::ApiError;
+
+/// An error that stops the exporter (or keeps it from starting).
+///
+/// API failures during polling are *not* errors of this type: the poller
+/// reports them in the metrics (`plum_fuse_up`, the request counters) and
+/// tries again. The one exception is [`MetricsError::Unauthorized`] on the
+/// very first poll, where failing fast is kinder than serving zeros.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MetricsError {
+    /// The listening socket could not be opened.
+    #[error("cannot listen on {addr}{}", bind_hint(source))]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// What the operating system said.
+        #[source]
+        source: io::Error,
+    },
+    /// A configuration value is out of range; nothing was started.
+    #[error("invalid exporter configuration: {0}")]
+    InvalidConfig(String),
+    /// The very first poll was refused for bad credentials.
+    #[error("the first poll{} was refused", number.as_deref().map(|n| format!(" for number {n}")).unwrap_or_default())]
+    Unauthorized {
+        /// The number queried (`None`: all numbers).
+        number: Option<String>,
+        /// The API's answer.
+        #[source]
+        source: ApiError,
+    },
+    /// The Prometheus registry refused a metric or could not encode.
+    #[error("metrics registry error")]
+    Prometheus(#[from] prometheus::Error),
+    /// Accepting connections failed for good.
+    #[error("the metrics server failed")]
+    Serve(#[source] io::Error),
+}
+
+fn bind_hint(error: &io::Error) -> &'static str {
+    match error.kind() {
+        io::ErrorKind::AddrInUse => {
+            " (the address is already in use: stop the other process or choose another address with --listen)"
+        }
+        io::ErrorKind::AddrNotAvailable => " (no local interface has this address: check --listen)",
+        io::ErrorKind::PermissionDenied => " (permission denied: ports below 1024 need privileges; choose another port)",
+        _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_errors_say_what_to_do() {
+        let addr: SocketAddr = ([127, 0, 0, 1], 9877).into();
+        let cases = [
+            (io::ErrorKind::AddrInUse, "already in use"),
+            (io::ErrorKind::AddrNotAvailable, "no local interface"),
+            (io::ErrorKind::PermissionDenied, "permission denied"),
+        ];
+        for (kind, needle) in cases {
+            let err = MetricsError::Bind { addr, source: io::Error::from(kind) };
+            let text = err.to_string();
+            assert!(text.contains("127.0.0.1:9877") && text.contains(needle), "{text}");
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! Flags shared by the subcommands that talk to the API.
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use plumline_api::{Client, Credentials, DEFAULT_BASE_URL, RetryPolicy, WireFormat};
+
+/// Where the API is and who we are to it.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "API")]
+pub struct ApiArgs {
+    /// Base URL of the Fuse API.
+    #[arg(long, env = "PLUM_BASE_URL", default_value = DEFAULT_BASE_URL, value_name = "URL")]
+    pub base_url: String,
+
+    /// Fuse account email (HTTP Basic user).
+    #[arg(long, env = "PLUM_EMAIL", value_name = "EMAIL")]
+    pub email: Option<String>,
+
+    /// Developer key from Account Settings (HTTP Basic password); prefer the
+    /// environment variable so the key stays out of shell history.
+    #[arg(long, env = "PLUM_DEVELOPER_KEY", hide_env_values = true, value_name = "KEY")]
+    pub developer_key: Option<String>,
+
+    /// Body format asked of the API.
+    #[arg(long, env = "PLUM_WIRE_FORMAT", default_value = "json", value_name = "json|xml")]
+    pub wire_format: WireFormat,
+
+    /// Allow plain http:// to a host that is not loopback (credentials travel unencrypted).
+    #[arg(long)]
+    pub allow_http: bool,
+
+    /// Timeout of one API request, body included (e.g. 30s, 2m).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub request_timeout: Duration,
+
+    /// Attempts per page, including the first; transient errors (5xx, 429, resets, timeouts) are retried with backoff.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=100), value_name = "N")]
+    pub max_attempts: u32,
+
+    /// Cap on API requests per second (default: no cap).
+    #[arg(long, env = "PLUM_MAX_RPS", value_name = "N")]
+    pub max_rps: Option<NonZeroU32>,
+}
+
+impl ApiArgs {
+    /// Credentials from flags or environment, with an error that says how to set them.
+    pub fn credentials(&self) -> anyhow::Result<Credentials> {
+        let email = self.email.as_deref().map(str::trim).filter(|e| !e.is_empty()).context(
+            "no account email: pass --email or set PLUM_EMAIL (try `plumline demo` to run without an account)",
+        )?;
+        let key = self.developer_key.as_deref().filter(|k| !k.is_empty()).context(
+            "no developer key: set PLUM_DEVELOPER_KEY (or pass --developer-key); find it in Fuse under Account Settings",
+        )?;
+        Ok(Credentials::new(email, key))
+    }
+
+    /// A client configured from these flags.
+    pub fn client(&self) -> anyhow::Result<Client> {
+        let retry = RetryPolicy { max_attempts: self.max_attempts, ..RetryPolicy::default() };
+        Ok(Client::builder(&self.base_url, self.credentials()?)
+            .wire_format(self.wire_format)
+            .allow_http(self.allow_http)
+            .request_timeout(self.request_timeout)
+            .retry_policy(retry)
+            .requests_per_second(self.max_rps)
+            .build()?)
+    }
+}

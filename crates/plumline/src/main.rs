@@ -1,0 +1,102 @@
+//! `plumline`: export Plum Fuse call logs to a Parquet lake and Prometheus.
+//!
+//! This crate is only the command line: flag definitions, validation and
+//! glue over the library crates. It alone installs global state (the
+//! runtime, the tracing subscriber, signal handling) and prints to stdout.
+
+mod args;
+mod cmd;
+mod output;
+mod time;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Take call records out of Plum Fuse and put them where people can use them.
+#[derive(Debug, Parser)]
+#[command(name = "plumline", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    /// More log output on stderr (-v: debug, -vv: trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+
+    /// Only errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the calls of a time range (one page, or every page with --all).
+    Calls(cmd::calls::Args),
+    /// Export a time range into a day-partitioned Parquet lake (local or object store).
+    Export(cmd::export::Args),
+    /// Serve Prometheus metrics: call counts and durations per number.
+    Exporter(cmd::exporter::Args),
+    /// Run a Fuse-compatible API simulator (for demos, tests and benchmarks).
+    Sim(cmd::sim::Args),
+    /// Run the main job end to end on an embedded simulator, no account needed.
+    Demo(cmd::demo::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap prints help/version to stdout and usage errors to stderr
+            // itself, with its own `error:` prefix.
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+    };
+    init_tracing(cli.verbose, cli.quiet);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(&anyhow::Error::new(e).context("cannot start the async runtime")),
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Calls(args) => cmd::calls::run(args).await,
+            Command::Export(args) => cmd::export::run(args).await,
+            Command::Exporter(args) => cmd::exporter::run(args).await,
+            Command::Sim(args) => cmd::sim::run(args).await,
+            Command::Demo(args) => cmd::demo::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+#[allow(clippy::print_stderr, reason = "the one place errors reach the user")]
+fn fail(error: &anyhow::Error) -> ExitCode {
+    // `{:#}` prints the whole context chain on one line.
+    eprintln!("error: {error:#}");
+    ExitCode::FAILURE
+}
+
+fn init_tracing(verbose: u8, quiet: bool) {
+    let default = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn,plumline=info,plumline_export=info,plumline_metrics=info,plumline_sim=info",
+        (false, 1) => "info,plumline=debug,plumline_api=debug,plumline_export=debug,plumline_metrics=debug,plumline_sim=debug",
+        (false, _) => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}
