@@ -182,12 +182,10 @@ impl Client {
     pub fn page_url(&self, request: &PageRequest) -> Url {
         let mut url = self.inner.base.clone();
         let query = request.query();
-        url.path_segments_mut()
-            .map(|mut segments| {
-                segments.pop_if_empty().extend(["calls", &query.start().to_string(), &query.end().to_string()]);
-            })
-            // `parse_base_url` rejected cannot-be-a-base URLs.
-            .unwrap_or(());
+        // `parse_base_url` rejected cannot-be-a-base URLs, so this always applies.
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.pop_if_empty().extend(["calls", &query.start().to_string(), &query.end().to_string()]);
+        }
         {
             let mut pairs = url.query_pairs_mut();
             if let Some(number) = query.number() {
@@ -231,7 +229,7 @@ impl Client {
                         offset = request.offset(),
                         attempt,
                         delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                        error = %error,
+                        error = %crate::error::error_chain(&error),
                         "transient API error, retrying"
                     );
                     tokio::time::sleep(delay).await;

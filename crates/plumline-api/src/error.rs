@@ -58,7 +58,7 @@ pub enum ApiError {
     #[error("the request to the API timed out after {0:?}: the server may be overloaded; try a larger timeout or lower concurrency")]
     Timeout(Duration),
     /// Connecting, sending, or reading the body failed.
-    #[error("could not reach the API at {host}: {source}")]
+    #[error("could not reach the API at {host}")]
     Transport {
         /// Host (and port) of the base URL.
         host: String,
@@ -67,7 +67,7 @@ pub enum ApiError {
         source: reqwest::Error,
     },
     /// A 200 body that is not a page.
-    #[error("the API sent a body that is not a call page: {0}")]
+    #[error("the API sent a body that is not a call page")]
     Decode(#[from] DecodeError),
     /// The query itself is wrong; nothing was sent.
     #[error("invalid query: {0}")]
@@ -76,7 +76,7 @@ pub enum ApiError {
     #[error("invalid client configuration: {0}")]
     InvalidConfig(String),
     /// Retries ran out; the last error is the source.
-    #[error("gave up after {attempts} attempts over {elapsed:.1?}: {last}")]
+    #[error("gave up after {attempts} attempts over {elapsed:.1?}")]
     RetriesExhausted {
         /// How many requests were sent.
         attempts: u32,
@@ -86,6 +86,20 @@ pub enum ApiError {
         #[source]
         last: Box<ApiError>,
     },
+}
+
+/// Formats an error with its whole `source()` chain on one line
+/// (`outer: inner: innermost`), for log fields.
+#[must_use]
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        source = e.source();
+    }
+    out
 }
 
 impl ApiError {

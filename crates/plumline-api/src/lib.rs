@@ -21,7 +21,7 @@ pub mod wire;
 use std::future::Future;
 
 pub use client::{Client, ClientBuilder, DEFAULT_BASE_URL, is_loopback_url};
-pub use error::ApiError;
+pub use error::{ApiError, error_chain};
 pub use model::{Call, CallPage, CallType};
 pub use query::{CallQuery, DEFAULT_LIMIT, MAX_LIMIT, PageRequest, validate_limit};
 pub use retry::RetryPolicy;

@@ -8,15 +8,16 @@ use std::time::Duration;
 /// The delay before retry `n` (1-based) is drawn uniformly from
 /// `[0, min(max_backoff, initial_backoff * 2^(n-1))]` ("full jitter"), so
 /// many clients failing together do not retry together. A server's
-/// `Retry-After` replaces the drawn delay when it is longer. No retry starts
-/// once `max_elapsed` has passed since the first attempt.
+/// `Retry-After` replaces the drawn delay when it is longer (the server knows
+/// best); a retry whose delay would end past `max_elapsed` since the first
+/// attempt is not made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Total attempts, including the first; 1 disables retries.
     pub max_attempts: u32,
     /// The cap of the first backoff.
     pub initial_backoff: Duration,
-    /// The largest backoff (and the largest `Retry-After` honoured).
+    /// The largest drawn backoff.
     pub max_backoff: Duration,
     /// No new attempt starts after this much time since the first.
     pub max_elapsed: Duration,
@@ -51,7 +52,7 @@ impl RetryPolicy {
         let cap_ms = u64::try_from(exp.as_millis()).unwrap_or(u64::MAX);
         let jittered = Duration::from_millis(fastrand::u64(0..=cap_ms));
         match retry_after {
-            Some(asked) => jittered.max(asked.min(self.max_backoff)),
+            Some(asked) => jittered.max(asked),
             None => jittered,
         }
     }
@@ -75,8 +76,8 @@ mod tests {
                 assert!(p.backoff(retry, None) <= cap, "retry {retry}");
             }
         }
-        // Retry-After wins when longer, but never beyond max_backoff.
+        // Retry-After wins when longer; max_elapsed, checked by the caller, bounds it.
         assert!(p.backoff(1, Some(Duration::from_millis(700))) >= Duration::from_millis(700));
-        assert!(p.backoff(1, Some(Duration::from_secs(3600))) <= Duration::from_secs(1));
+        assert_eq!(p.backoff(1, Some(Duration::from_secs(3600))), Duration::from_secs(3600));
     }
 }

@@ -141,26 +141,64 @@ pub fn decode_json(body: &[u8]) -> Result<CallPage, DecodeError> {
 }
 
 /// Decodes an XML page (`<result><calls><item>…</item></calls><total_calls>N</total_calls></result>`).
+///
+/// XML has no types: every leaf is text, so leaves are read as strings and
+/// parsed with the same tolerance as JSON's string-typed values.
 pub fn decode_xml(body: &[u8]) -> Result<CallPage, DecodeError> {
+    #[derive(Deserialize)]
+    struct Item {
+        #[serde(default)]
+        dest: String,
+        #[serde(default)]
+        src: String,
+        start: String,
+        end: String,
+        session_id: String,
+        #[serde(rename = "type", default)]
+        call_type: String,
+        #[serde(default)]
+        log: String,
+    }
     #[derive(Deserialize)]
     struct Items {
         #[serde(default)]
-        item: Vec<Call>,
+        item: Vec<Item>,
     }
     #[derive(Deserialize)]
     struct Envelope {
         #[serde(default)]
         calls: Option<Items>,
-        #[serde(default, deserialize_with = "lenient::opt_u64")]
-        total_calls: Option<u64>,
+        #[serde(default)]
+        total_calls: Option<String>,
         #[serde(default)]
         error: Option<String>,
     }
-    let text = std::str::from_utf8(body).map_err(|e| DecodeError::new(WireFormat::Xml, e, body))?;
-    let envelope: Envelope =
-        quick_xml::de::from_str(text).map_err(|e| DecodeError::new(WireFormat::Xml, e, body))?;
-    let calls = envelope.calls.map(|c| c.item).unwrap_or_default();
-    finish(calls, envelope.total_calls, envelope.error.is_some(), WireFormat::Xml, body)
+    let fail = |reason: &dyn fmt::Display| DecodeError::new(WireFormat::Xml, reason, body);
+    let text = std::str::from_utf8(body).map_err(|e| fail(&e))?;
+    let envelope: Envelope = quick_xml::de::from_str(text).map_err(|e| fail(&e))?;
+    let items = envelope.calls.map(|c| c.item).unwrap_or_default();
+    let mut calls = Vec::with_capacity(items.len());
+    for item in items {
+        calls.push(Call {
+            start: lenient::parse_i64(&item.start).map_err(|e| fail(&format_args!("call {}: start: {e}", item.session_id)))?,
+            end: lenient::parse_i64(&item.end).map_err(|e| fail(&format_args!("call {}: end: {e}", item.session_id)))?,
+            log: lenient::parse_bool(&item.log).map_err(|e| fail(&format_args!("call {}: log: {e}", item.session_id)))?,
+            call_type: crate::model::CallType::from_wire(item.call_type.trim()),
+            dest: item.dest,
+            src: item.src,
+            session_id: item.session_id,
+        });
+    }
+    let total_calls = match envelope.total_calls {
+        Some(t) => Some(
+            lenient::parse_i64(&t)
+                .ok()
+                .and_then(|v| u64::try_from(v).ok())
+                .ok_or_else(|| fail(&format_args!("`total_calls` is not a count: {t:?}")))?,
+        ),
+        None => None,
+    };
+    finish(calls, total_calls, envelope.error.is_some(), WireFormat::Xml, body)
 }
 
 fn finish(
@@ -222,6 +260,28 @@ pub(crate) mod lenient {
 
     use crate::model::Call;
 
+    /// An integer from text: `"42"`, `" 42 "`, or a whole `"42.0"`.
+    pub(crate) fn parse_i64(v: &str) -> Result<i64, String> {
+        let t = v.trim();
+        if let Ok(i) = t.parse::<i64>() {
+            return Ok(i);
+        }
+        match t.parse::<f64>() {
+            #[allow(clippy::cast_possible_truncation, reason = "only whole values in range are accepted")]
+            Ok(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(f as i64),
+            _ => Err(format!("expected an integer, got {v:?}")),
+        }
+    }
+
+    /// A boolean from text: `true`/`false`, `1`/`0`, `yes`/`no`; empty is false.
+    pub(crate) fn parse_bool(v: &str) -> Result<bool, String> {
+        match v.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "y" | "t" => Ok(true),
+            "false" | "0" | "no" | "n" | "f" | "" => Ok(false),
+            _ => Err(format!("expected a boolean, got {v:?}")),
+        }
+    }
+
     struct IntVisitor;
 
     impl Visitor<'_> for IntVisitor {
@@ -245,10 +305,7 @@ pub(crate) mod lenient {
             }
         }
         fn visit_str<E: de::Error>(self, v: &str) -> Result<i64, E> {
-            let t = v.trim();
-            t.parse::<i64>()
-                .or_else(|_| t.parse::<f64>().map_err(|_| ()).and_then(|f| self.visit_f64::<E>(f).map_err(|_| ())))
-                .map_err(|()| E::custom(format!("expected an integer, got {v:?}")))
+            parse_i64(v).map_err(E::custom)
         }
     }
 
@@ -283,11 +340,7 @@ pub(crate) mod lenient {
             self.visit_i64(i64::try_from(v).unwrap_or(i64::MAX))
         }
         fn visit_str<E: de::Error>(self, v: &str) -> Result<bool, E> {
-            match v.trim().to_ascii_lowercase().as_str() {
-                "true" | "1" | "yes" | "y" | "t" => Ok(true),
-                "false" | "0" | "no" | "n" | "f" | "" => Ok(false),
-                _ => Err(E::custom(format!("expected a boolean, got {v:?}"))),
-            }
+            parse_bool(v).map_err(E::custom)
         }
         fn visit_unit<E: de::Error>(self) -> Result<bool, E> {
             Ok(false)

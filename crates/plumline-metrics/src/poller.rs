@@ -95,6 +95,7 @@ impl PollerConfig {
     /// a page size outside 1..=10000, a duration beyond 100 years, or a
     /// number given twice or empty.
     pub fn validate(&self) -> Result<(), MetricsError> {
+        const CENTURY: Duration = Duration::from_secs(100 * 365 * 86_400);
         let invalid = |m: String| Err(MetricsError::InvalidConfig(m));
         if self.interval.is_zero() {
             return invalid("--interval must be greater than zero (e.g. 30s or 1m)".into());
@@ -108,7 +109,6 @@ impl PollerConfig {
         if self.max_tracked_calls == 0 {
             return invalid("--max-tracked-calls must be at least 1".into());
         }
-        const CENTURY: Duration = Duration::from_secs(100 * 365 * 86_400);
         for (flag, d) in [("--interval", self.interval), ("--lookback", self.lookback), ("--max-call-duration", self.max_call_duration)]
         {
             if d > CENTURY {
@@ -255,15 +255,11 @@ impl<S: PageSource> Poller<S> {
         };
         let source = Instrumented { inner: &self.source, metrics: &self.metrics };
         let (source, metrics, settings) = (&source, &*self.metrics, &settings);
-        let results: Vec<_> = futures::stream::iter(self.targets.iter_mut())
-            .map(|target| async move {
-                let span = info_span!("poll", number = target.number.as_deref().unwrap_or("*"));
-                let result = poll_target(source, metrics, settings, target, now).instrument(span).await;
-                (target.number.clone(), target.seen.len(), result)
-            })
-            .buffer_unordered(self.config.concurrency)
-            .collect()
-            .await;
+        // Futures built eagerly (no closure inside the stream) keep the poll
+        // future `Send`, so callers may spawn it.
+        let polls: Vec<_> =
+            self.targets.iter_mut().map(|target| poll_one(source, metrics, settings, target, now)).collect();
+        let results: Vec<_> = futures::stream::iter(polls).buffer_unordered(self.config.concurrency).collect().await;
 
         let mut report = PollReport { window_end: now, counted: 0, errors: Vec::new() };
         let (mut tracked, mut overflowed) = (0, 0);
@@ -364,6 +360,19 @@ struct FailedPoll {
     counted: u64,
     overflowed: u64,
     error: ApiError,
+}
+
+/// [`poll_target`] in a span, with the number and the dedupe size.
+async fn poll_one<S: PageSource>(
+    source: &S,
+    metrics: &Metrics,
+    settings: &Settings,
+    target: &mut Target,
+    now: i64,
+) -> (Option<String>, usize, Result<TargetPoll, FailedPoll>) {
+    let span = info_span!("poll", number = target.number.as_deref().unwrap_or("*"));
+    let result = poll_target(source, metrics, settings, target, now).instrument(span).await;
+    (target.number.clone(), target.seen.len(), result)
 }
 
 /// Polls one number's window to the end; see [`Poller`].
@@ -524,7 +533,9 @@ mod tests {
         }
     }
 
-    fn totals(p: &Poller<Arc<FakeApi>>) -> Vec<(String, String, u64, u64, f64)> {
+    type Row = (String, String, u64, u64, f64);
+
+    fn totals(p: &Poller<Arc<FakeApi>>) -> Vec<Row> {
         p.metrics()
             .call_series()
             .into_iter()
@@ -648,9 +659,10 @@ mod tests {
 
     #[test]
     fn configs_are_validated() {
+        type Change = fn(&mut PollerConfig);
         let ok = config(&["1"]);
         assert!(ok.validate().is_ok());
-        let cases: [(fn(&mut PollerConfig), &str); 5] = [
+        let cases: [(Change, &str); 5] = [
             (|c| c.interval = Duration::ZERO, "--interval must be greater than zero"),
             (|c| c.page_size = 0, "--page-size"),
             (|c| c.concurrency = 0, "--concurrency"),

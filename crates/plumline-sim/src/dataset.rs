@@ -85,20 +85,21 @@ impl Rec {
 /// 24 bytes per call in `recs` plus 4 in `by_number`.
 #[derive(Debug)]
 pub(crate) struct Day {
-    pub(crate) day: i64,
+    /// Days since 1970-01-01 (UTC).
+    pub(crate) index: i64,
     pub(crate) recs: Box<[Rec]>,
     pub(crate) by_number: Box<[Box<[u32]>]>,
 }
 
 impl Day {
     pub(crate) fn start(&self, rec: Rec) -> i64 {
-        self.day * DAY_SECS + i64::from(rec.start_sod)
+        self.index * DAY_SECS + i64::from(rec.start_sod)
     }
 
     /// The last part of the session id: when the session was created, never
     /// before the day's midnight so the id pins the day (and stays unique).
     pub(crate) fn session_ts(&self, rec: Rec) -> i64 {
-        (self.start(rec) - i64::from(rec.delay)).max(self.day * DAY_SECS)
+        (self.start(rec) - i64::from(rec.delay)).max(self.index * DAY_SECS)
     }
 
     fn view_len(&self, filter: Filter) -> usize {
@@ -586,7 +587,7 @@ impl Simulator {
             by_number[usize::from(rec.number)].push(i as u32);
         }
         Day {
-            day: d,
+            index: d,
             recs: recs.into_boxed_slice(),
             by_number: by_number.into_iter().map(Vec::into_boxed_slice).collect(),
         }
@@ -624,11 +625,11 @@ fn generate_numbers(seed: u64, count: usize) -> Vec<String> {
     const PREFIXES: [&str; 8] = ["800", "833", "844", "855", "866", "877", "888", "617"];
     let mut rng = Rng::new(mix64(seed ^ 0x4E55_4D42));
     let mut numbers = Vec::with_capacity(count);
-    let mut seen = std::collections::HashSet::with_capacity(count);
+    let mut distinct = std::collections::HashSet::with_capacity(count);
     while numbers.len() < count {
         let prefix = PREFIXES[usize::try_from(rng.below(PREFIXES.len() as u64)).unwrap_or(0)];
         let number = format!("{prefix}{:07}", rng.below(10_000_000));
-        if seen.insert(number.clone()) {
+        if distinct.insert(number.clone()) {
             numbers.push(number);
         }
     }

@@ -1,1 +1,43 @@
-//! placeholder
+//! A deterministic, fault-injecting simulator of Plum Fuse's "Get Call
+//! Logs" API, for tests, benchmarks, the demo and `plumline sim`.
+//!
+//! - [`Simulator`]: the dataset. Calls are a pure function of the
+//!   [`SimConfig`] (seed, numbers, volume, date range), generated per UTC
+//!   day on demand and cached compactly, so any window is served without
+//!   generating the rest. It is also the ground truth tests compare with
+//!   ([`Simulator::calls_in`], [`Simulator::count_in`], [`Simulator::page`]).
+//! - [`SimServer`]: serves a [`Simulator`] over HTTP/1 exactly as the vendor
+//!   documents (`GET /api/calls/{start}/{end}?number=&limit=&offset=`,
+//!   Basic auth, JSON or XML), with optional quirky encodings, live
+//!   visibility driven by a [`SimClock`], and injected [`Faults`] (latency,
+//!   500, 429, resets, truncated bodies), random or scripted ([`Fault`]).
+//!
+//! Production code never depends on this crate.
+//!
+//! # Examples
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use plumline_sim::{Faults, SimConfig, SimServer};
+//! let config = SimConfig::default().with_seed(7).with_faults(Faults::none().with_server_errors(0.1));
+//! let server = SimServer::start(config, "127.0.0.1:0".parse()?).await?;
+//! let truth = server.simulator().calls_in(1_735_689_600, 1_735_775_999, None);
+//! // ... page through server.base_url() and compare with `truth` ...
+//! # drop(truth);
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod config;
+mod dataset;
+mod error;
+mod render;
+mod rng;
+mod server;
+
+pub use config::{
+    DEFAULT_NUMBER_COUNT, DEMO_EMAIL, DEMO_KEY, Fault, Faults, MAX_CALL_SECS, MAX_CALLS_PER_NUMBER_DAY, SimClock,
+    SimConfig,
+};
+pub use dataset::Simulator;
+pub use error::SimError;
+pub use server::{BASE_PATH, SimServer, SimStats};

@@ -7,6 +7,7 @@
 mod args;
 mod cmd;
 mod output;
+mod signal;
 mod time;
 
 use std::io::IsTerminal;
@@ -51,12 +52,12 @@ enum Command {
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            // clap prints help/version to stdout and usage errors to stderr
-            // itself, with its own `error:` prefix.
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+            return ExitCode::SUCCESS;
         }
+        Err(e) => return usage_error(&e),
     };
     init_tracing(cli.verbose, cli.quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -83,6 +84,22 @@ fn fail(error: &anyhow::Error) -> ExitCode {
     // `{:#}` prints the whole context chain on one line.
     eprintln!("error: {error:#}");
     ExitCode::FAILURE
+}
+
+/// Prints a clap usage error as one `error: …` line, like every other error.
+#[allow(clippy::print_stderr, reason = "the one place usage errors reach the user")]
+fn usage_error(error: &clap::Error) -> ExitCode {
+    let rendered = error.render().to_string();
+    let message = rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:"))
+        .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+        .map(|l| l.strip_prefix("error: ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join(" ");
+    eprintln!("error: {message} (see `plumline --help`)");
+    ExitCode::from(2)
 }
 
 fn init_tracing(verbose: u8, quiet: bool) {

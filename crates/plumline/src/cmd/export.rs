@@ -1,10 +1,167 @@
-//! Placeholder until the subcommand lands.
+//! `plumline export`: a time range into a day-partitioned Parquet lake.
 
-/// Flags.
+use std::io::IsTerminal as _;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use plumline_api::{DEFAULT_LIMIT, PageSource, validate_limit};
+use plumline_export::{
+    Destination, ExportEvent, ExportObserver, ExportOptions, ExportPlan, ExportSummary, Exporter,
+};
+
+use crate::args::ApiArgs;
+use crate::time::{TimeRange, parse_tz};
+
+/// Flags of `plumline export`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Start of the range, inclusive: YYYY-MM-DD (midnight in --tz), RFC 3339, or UNIX seconds.
+    #[arg(long, value_name = "TIME")]
+    start: String,
 
-#[allow(clippy::unused_async, reason = "placeholder")]
-pub async fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("not built yet")
+    /// End of the range, exclusive; same forms as --start.
+    #[arg(long, value_name = "TIME")]
+    end: String,
+
+    /// Where the lake goes: a directory, `file:///…`, `s3://bucket/prefix`, `gs://…` or `az://…`
+    /// (object-store credentials come from each cloud's standard environment).
+    #[arg(long, value_name = "DEST")]
+    out: String,
+
+    /// Export only this deployment number; repeat for several (each gets its own file per day).
+    #[arg(long, value_name = "NUMBER")]
+    number: Vec<String>,
+
+    /// Time zone whose calendar days make the partitions (IANA name).
+    #[arg(long, default_value = "UTC", value_name = "ZONE")]
+    tz: String,
+
+    /// Most API requests in flight at once, across all days.
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    concurrency: usize,
+
+    /// Calls per API page (1..=10000).
+    #[arg(long, default_value_t = DEFAULT_LIMIT, value_name = "N")]
+    page_size: u32,
+
+    /// Export days again even when an earlier run committed them.
+    #[arg(long)]
+    overwrite: bool,
+
+    /// Days ending less than this long ago are written but refreshed by the next run (e.g. 1h, 30m).
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    settle: Duration,
+
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let tz = parse_tz(&args.tz)?;
+    let range = TimeRange::parse(&args.start, &args.end, &tz)?;
+    validate_limit(args.page_size).map_err(|e| anyhow::anyhow!("--page-size: {e}"))?;
+    let concurrency = NonZeroUsize::new(args.concurrency)
+        .context("--concurrency must be at least 1: it is the number of API requests in flight")?;
+    let (start, end_inclusive) = range.api_window();
+    let plan = ExportPlan::new(start, end_inclusive + 1, tz, &args.number)?;
+    let destination = Destination::parse(&args.out)?;
+    let client = args.api.client()?;
+    let options = ExportOptions {
+        concurrency,
+        page_size: args.page_size,
+        overwrite: args.overwrite,
+        settle: args.settle,
+        ..ExportOptions::default()
+    };
+    let summary = export(Arc::new(client), destination, options, &plan).await?;
+    print_summary(&summary, &args.out);
+    Ok(())
+}
+
+/// Runs an export with the terminal's progress display; shared with `demo`.
+pub async fn export<S: PageSource + 'static>(
+    source: Arc<S>,
+    destination: Destination,
+    options: ExportOptions,
+    plan: &ExportPlan,
+) -> anyhow::Result<ExportSummary> {
+    let display = destination.display().to_owned();
+    let exporter = Exporter::new(source, destination, options)?;
+    let progress = Progress::new();
+    let result = exporter.run(plan, &progress).await;
+    progress.finish();
+    result.with_context(|| format!("exporting into {display} (committed days are kept: run again to resume)"))
+}
+
+#[allow(clippy::print_stdout, reason = "the CLI's result")]
+fn print_summary(summary: &ExportSummary, dest: &str) {
+    println!("exported into {dest}: {summary}");
+    if summary.open > 0 {
+        println!(
+            "{} day(s) are still open (inside the settle margin) and will be refreshed by the next run",
+            summary.open
+        );
+    }
+}
+
+/// Renders export events: a progress bar on a terminal, log lines otherwise.
+struct Progress {
+    bar: Option<ProgressBar>,
+    calls: AtomicU64,
+}
+
+impl Progress {
+    fn new() -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+            let style = ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} days  {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+            bar.set_style(style);
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        });
+        Progress { bar, calls: AtomicU64::new(0) }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl ExportObserver for Progress {
+    fn on_event(&self, event: &ExportEvent) {
+        match event {
+            ExportEvent::Planned { partitions, skipped } => {
+                if let Some(bar) = &self.bar {
+                    bar.set_length((partitions - skipped) as u64);
+                }
+                tracing::info!(partitions, skipped, "export planned");
+            }
+            ExportEvent::PageWritten { calls, .. } => {
+                let total = self.calls.fetch_add(*calls, Ordering::Relaxed) + calls;
+                if let Some(bar) = &self.bar {
+                    let secs = bar.elapsed().as_secs_f64().max(1e-3);
+                    bar.set_message(format!("{total} calls  {:.0} calls/s", total as f64 / secs));
+                }
+            }
+            ExportEvent::DayRefetch { day, number, attempt, reason } => {
+                tracing::warn!(day = %day, number = number.as_deref(), attempt, reason = %reason, "fetching a day again");
+            }
+            ExportEvent::DayCommitted { day, number, rows, bytes, closed } => match &self.bar {
+                Some(bar) => bar.inc(1),
+                None => {
+                    tracing::info!(day = %day, number = number.as_deref(), rows, bytes, closed, "day committed");
+                }
+            },
+            _ => {}
+        }
+    }
 }

@@ -1,0 +1,252 @@
+//! [`ParquetSink`]: one day's Parquet file, encoded on a blocking thread.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use crate::batch::lake_schema;
+use crate::error::ExportError;
+
+/// Settings of the Parquet files the export writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParquetOptions {
+    /// Most rows in one row group. The writer holds the encoded row group in
+    /// memory until it is full, so this bounds each writer's memory.
+    pub max_row_group_rows: usize,
+    /// zstd level (1 is fast and already ~12x smaller than the JSON).
+    pub zstd_level: i32,
+}
+
+impl Default for ParquetOptions {
+    fn default() -> Self {
+        ParquetOptions { max_row_group_rows: 256 * 1024, zstd_level: 1 }
+    }
+}
+
+/// The writer properties of one day file: zstd, dictionaries for the
+/// low-cardinality columns (not for `session_id`, which is unique),
+/// page statistics, bounded row groups, and `metadata` as key/value
+/// metadata.
+pub(crate) fn writer_properties(
+    options: &ParquetOptions,
+    metadata: Vec<KeyValue>,
+) -> Result<WriterProperties, ExportError> {
+    let level = ZstdLevel::try_new(options.zstd_level)
+        .map_err(|e| ExportError::InvalidPlan(format!("zstd level {}: {e}", options.zstd_level)))?;
+    Ok(WriterProperties::builder()
+        .set_compression(Compression::ZSTD(level))
+        .set_dictionary_enabled(true)
+        .set_column_dictionary_enabled(ColumnPath::from("session_id"), false)
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(options.max_row_group_rows.max(1)))
+        .set_key_value_metadata(Some(metadata))
+        .build())
+}
+
+/// A local temp file that is deleted when dropped unless it was committed.
+#[derive(Debug)]
+pub(crate) struct TempFile {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl TempFile {
+    pub(crate) fn new(path: PathBuf) -> Self {
+        TempFile { path, armed: true }
+    }
+
+    pub(crate) fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// The file was renamed into place: nothing to clean up.
+    pub(crate) fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        match std::fs::remove_file(&self.path) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => {
+                tracing::warn!(path = %self.path.display(), %error, "cannot remove a temp file");
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Where the encoded bytes go: a local temp file, or memory for an upload.
+#[derive(Debug)]
+pub(crate) enum SinkTarget {
+    /// A local temp file (named so no reader picks it up).
+    File { file: File, temp: TempFile },
+    /// A buffer to upload once complete.
+    Memory(Vec<u8>),
+}
+
+impl Write for SinkTarget {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            SinkTarget::File { file, .. } => file.write(buf),
+            SinkTarget::Memory(v) => v.write(buf),
+        }
+    }
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            SinkTarget::File { file, .. } => file.write_all(buf),
+            SinkTarget::Memory(v) => v.write_all(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            SinkTarget::File { file, .. } => file.flush(),
+            SinkTarget::Memory(_) => Ok(()),
+        }
+    }
+}
+
+/// A complete, durable day file, not yet visible to readers.
+#[derive(Debug)]
+pub(crate) struct EncodedFile {
+    pub(crate) rows: u64,
+    pub(crate) bytes: u64,
+    pub(crate) body: EncodedBody,
+}
+
+#[derive(Debug)]
+pub(crate) enum EncodedBody {
+    /// Written and fsynced under a temp name; dropped means deleted.
+    Local(TempFile),
+    /// The whole file, to upload.
+    Memory(Vec<u8>),
+}
+
+enum Message {
+    Batch(RecordBatch),
+    Finish,
+}
+
+/// One day's Parquet file being written.
+///
+/// Batches go through a bounded channel to a blocking thread that runs the
+/// `parquet` crate's [`ArrowWriter`], so encoding never blocks the async
+/// workers and a slow writer slows the sender (backpressure).
+///
+/// Dropping the sink without [`ParquetSink::finish`] abandons the file: the
+/// thread stops and a local temp file is deleted.
+///
+/// ## Memory Usage
+/// At most [`SINK_CHANNEL_BATCHES`] batches wait in the channel; the
+/// writer itself holds one encoded row group (bounded by
+/// [`ParquetOptions::max_row_group_rows`]; zstd-compressed pages of about
+/// 15 bytes per call). For an object store the finished file is held in
+/// memory until uploaded, so a day's compressed size (about 15 MB per
+/// million calls) is the largest buffer.
+#[derive(Debug)]
+pub struct ParquetSink {
+    tx: mpsc::Sender<Message>,
+    handle: tokio::task::JoinHandle<Result<EncodedFile, ExportError>>,
+    location: String,
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Message::Batch(b) => write!(f, "Batch({} rows)", b.num_rows()),
+            Message::Finish => f.write_str("Finish"),
+        }
+    }
+}
+
+/// Batches buffered between a day's pager and its writer thread.
+pub const SINK_CHANNEL_BATCHES: usize = 2;
+
+impl ParquetSink {
+    /// Starts the writer thread for `target`.
+    pub(crate) fn spawn(target: SinkTarget, properties: WriterProperties, location: String) -> Self {
+        let (tx, mut rx) = mpsc::channel::<Message>(SINK_CHANNEL_BATCHES);
+        let loc = location.clone();
+        let handle = tokio::task::spawn_blocking(move || {
+            let parquet_err = |source| ExportError::Parquet { action: "writing", location: loc.clone(), source };
+            let mut writer = ArrowWriter::try_new(target, lake_schema(), Some(properties)).map_err(parquet_err)?;
+            let mut rows = 0u64;
+            loop {
+                match rx.blocking_recv() {
+                    Some(Message::Batch(batch)) => {
+                        rows += batch.num_rows() as u64;
+                        writer.write(&batch).map_err(parquet_err)?;
+                    }
+                    Some(Message::Finish) => break,
+                    // The sender was dropped: the day was abandoned.
+                    None => return Err(ExportError::Worker(format!("writing {loc} was abandoned"))),
+                }
+            }
+            writer.finish().map_err(parquet_err)?;
+            let target = writer.into_inner().map_err(parquet_err)?;
+            let (bytes, body) = match target {
+                SinkTarget::File { file, temp } => {
+                    file.sync_all().map_err(|e| ExportError::io("syncing", temp.path(), e))?;
+                    let bytes = file.metadata().map_err(|e| ExportError::io("reading the size of", temp.path(), e))?;
+                    (bytes.len(), EncodedBody::Local(temp))
+                }
+                SinkTarget::Memory(buf) => (buf.len() as u64, EncodedBody::Memory(buf)),
+            };
+            debug!(location = %loc, rows, bytes, "file encoded");
+            Ok(EncodedFile { rows, bytes, body })
+        });
+        ParquetSink { tx, handle, location }
+    }
+
+    /// Queues one batch, waiting while the writer is behind.
+    ///
+    /// # Errors
+    /// The writer's error, if it failed.
+    ///
+    /// # Cancel safety
+    /// Dropping the future may lose the batch; the sink is then unusable
+    /// for a complete file and should be dropped.
+    pub async fn write(&mut self, batch: RecordBatch) -> Result<(), ExportError> {
+        if self.tx.send(Message::Batch(batch)).await.is_ok() {
+            return Ok(());
+        }
+        // The thread stopped early: its result says why.
+        Err(self.join().await.err().unwrap_or_else(|| ExportError::Worker(format!("writer of {} stopped", self.location))))
+    }
+
+    /// Ends the file and waits until it is encoded and durable.
+    ///
+    /// # Errors
+    /// The writer's error, if it failed.
+    ///
+    /// # Cancel safety
+    /// Dropping the future abandons the file (a temp file is deleted).
+    pub(crate) async fn finish(mut self) -> Result<EncodedFile, ExportError> {
+        // A closed channel means the thread already failed; `join` reports it.
+        let _ = self.tx.send(Message::Finish).await;
+        self.join().await
+    }
+
+    async fn join(&mut self) -> Result<EncodedFile, ExportError> {
+        match (&mut self.handle).await {
+            Ok(result) => result,
+            Err(e) => Err(ExportError::worker(&e)),
+        }
+    }
+}
+
+/// Shared handle type for stores (kept here so `lake` and `pipeline` agree).
+pub(crate) type Store = Arc<dyn object_store::ObjectStore>;

@@ -1,0 +1,73 @@
+//! Helpers for the CLI tests: run the real binary against an in-process
+//! simulator, and print everything on failure.
+
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::process::{Command, Output};
+
+use plumline_sim::{DEMO_EMAIL, DEMO_KEY, SimConfig, SimServer};
+
+/// A simulator on 127.0.0.1, port 0.
+pub async fn sim(config: SimConfig) -> SimServer {
+    SimServer::start(config, "127.0.0.1:0".parse().expect("addr")).await.expect("simulator starts")
+}
+
+/// `plumline` with the environment pointing at `server` and nothing
+/// inherited that could change its behaviour.
+pub fn plumline(server: &SimServer) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_plumline"));
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("PLUM_BASE_URL", server.base_url())
+        .env("PLUM_EMAIL", DEMO_EMAIL)
+        .env("PLUM_DEVELOPER_KEY", DEMO_KEY);
+    cmd
+}
+
+/// The binary with an empty environment.
+pub fn plumline_bare() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_plumline"));
+    cmd.env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    cmd
+}
+
+/// Runs `cmd` off the async runtime (the simulator keeps serving).
+pub async fn output(mut cmd: Command) -> (Command, Output) {
+    tokio::task::spawn_blocking(move || {
+        let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+        (cmd, out)
+    })
+    .await
+    .expect("runner thread")
+}
+
+/// Describes a run for assertion messages.
+pub fn describe(cmd: &Command, out: &Output) -> String {
+    format!(
+        "command: {cmd:?}\nstatus: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Runs and expects success; returns stdout.
+pub async fn run_ok(cmd: Command) -> String {
+    let (cmd, out) = output(cmd).await;
+    assert!(out.status.success(), "expected success\n{}", describe(&cmd, &out));
+    String::from_utf8(out.stdout).expect("utf-8 stdout")
+}
+
+/// Runs and expects a clean failure: non-zero exit, no panic, and an
+/// `error: …` line on stderr containing `needle`. Returns stderr.
+pub async fn run_err(cmd: Command, needle: &str) -> String {
+    let (cmd, out) = output(cmd).await;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let ctx = describe(&cmd, &out);
+    assert!(!out.status.success(), "expected failure\n{ctx}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"), "panicked\n{ctx}");
+    let error_lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(error_lines.len(), 1, "expected exactly one `error:` line\n{ctx}");
+    assert!(error_lines[0].contains(needle), "error line lacks {needle:?}\n{ctx}");
+    stderr
+}
