@@ -4,4 +4,5 @@
 //! S3-compatible server, Prometheus) find them through environment variables
 //! that `cargo xtask ci` sets after installing them; see [`util::external_tool`].
 
+mod prometheus;
 mod util;

@@ -34,7 +34,7 @@ fn main() -> ExitCode {
     let result = match task {
         "ci" => ci::ci(),
         "test" => ci::test(),
-        "tools" => tools::install_all().map(|_| ()),
+        "tools" => tools::install_all().and_then(|_| tools::ensure_cargo_deny()),
         "bench" => ci::bench(&args[1..]),
         "tidy" => tidy::check(&project_root()),
         "deny" => tools::ensure_cargo_deny().and_then(|()| run(cargo().args(["deny", "check"]))),
@@ -54,11 +54,13 @@ fn main() -> ExitCode {
 }
 
 /// The workspace root (the parent of this crate).
+#[must_use]
 pub fn project_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
 /// `cargo` as this xtask was run with, in the workspace root.
+#[must_use]
 pub fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(project_root());

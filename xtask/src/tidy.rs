@@ -62,7 +62,8 @@ pub fn check(root: &Path) -> anyhow::Result<()> {
         .unwrap_or_default()
         .lines()
         .skip(1)
-        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .map(|l| l.split(" #").next().unwrap_or_default().trim())
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .collect();
     if first_block != ["cargo run -p plumline -- demo", "cargo xtask ci"] {
         problem(format!("README.md's first code block must be the demo and test commands, found {first_block:?}"));

@@ -8,6 +8,9 @@ use plumline_api::ApiError;
 /// An error that stopped an export, with the day, page offset or path it
 /// happened at.
 ///
+/// Messages name what was being done; the cause is the [`source`](std::error::Error::source),
+/// so print the chain (as `anyhow`'s `{:#}` does) to see both.
+///
 /// Days committed before the error stay committed (and recorded in the
 /// resume state), so running the same export again continues where this one
 /// stopped.
@@ -22,7 +25,7 @@ pub enum ExportError {
     #[error("{0}")]
     InvalidDestination(String),
     /// A page could not be fetched (after the source's own retries).
-    #[error("fetching the calls of {day}{} at offset {offset}: {source}", number_suffix(number.as_deref()))]
+    #[error("fetching the calls of {day}{} at offset {offset}", number_suffix(number.as_deref()))]
     Api {
         /// The day being exported.
         day: Date,
@@ -54,7 +57,7 @@ pub enum ExportError {
         attempts: u32,
     },
     /// A local file operation failed.
-    #[error("{action} {}: {source}", path.display())]
+    #[error("{action} {}", path.display())]
     Io {
         /// What was being done (`creating`, `writing`, `renaming`, …).
         action: &'static str,
@@ -65,7 +68,7 @@ pub enum ExportError {
         source: std::io::Error,
     },
     /// An object-store operation failed.
-    #[error("{action} {location}: {source}")]
+    #[error("{action} {location}")]
     ObjectStore {
         /// What was being done (`uploading`, `reading`, …).
         action: &'static str,
@@ -76,7 +79,7 @@ pub enum ExportError {
         source: object_store::Error,
     },
     /// Encoding (or, in the lake reader, decoding) Parquet failed.
-    #[error("parquet {action} {location}: {source}")]
+    #[error("{action} the parquet file {location}")]
     Parquet {
         /// `writing` or `reading`.
         action: &'static str,
@@ -87,7 +90,7 @@ pub enum ExportError {
         source: parquet::errors::ParquetError,
     },
     /// Building an Arrow batch failed (a bug: the schema is fixed).
-    #[error("building the arrow batch for {day}: {source}")]
+    #[error("building the arrow batch for {day}")]
     Arrow {
         /// The day being exported.
         day: Date,
@@ -96,7 +99,7 @@ pub enum ExportError {
         source: arrow_schema::ArrowError,
     },
     /// A resume-state file could not be read or written.
-    #[error("resume state {location}: {source}")]
+    #[error("encoding or decoding the resume state {location}")]
     State {
         /// The state file.
         location: String,

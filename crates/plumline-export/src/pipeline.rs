@@ -38,7 +38,7 @@ pub struct ExportOptions {
     /// Calls per page (1..=10000).
     pub page_size: u32,
     /// Days (day partitions) worked on at once; `None` picks
-    /// `concurrency / 2` clamped to 2..=8. More days overlap their first
+    /// `concurrency` clamped to 2..=8. More days overlap their first
     /// pages (which must arrive before the rest of a day can be requested);
     /// each costs one writer's row group of memory.
     pub days_in_flight: Option<NonZeroUsize>,
@@ -74,7 +74,7 @@ impl Default for ExportOptions {
 
 impl ExportOptions {
     fn days_in_flight(&self) -> usize {
-        self.days_in_flight.map_or_else(|| (self.concurrency.get() / 2).clamp(2, 8), NonZeroUsize::get)
+        self.days_in_flight.map_or_else(|| self.concurrency.get().clamp(2, 8), NonZeroUsize::get)
     }
 }
 
@@ -227,7 +227,13 @@ impl<S: PageSource + 'static> Exporter<S> {
         let (sink, fetched) = loop {
             let mut sink =
                 ParquetSink::spawn(self.destination.open(p).await?, properties.clone(), location.clone());
-            let fetched = self.fetch_day(&day, &query, &mut sink, permits, observer).await?;
+            let fetched = match self.fetch_day(&day, &query, &mut sink, permits, observer).await {
+                Ok(fetched) => fetched,
+                Err(e) => {
+                    sink.abort().await;
+                    return Err(e);
+                }
+            };
             pages += fetched.pages;
             match &fetched.problem {
                 None => break (sink, fetched),
@@ -240,7 +246,7 @@ impl<S: PageSource + 'static> Exporter<S> {
                         attempt,
                         reason: reason.clone(),
                     });
-                    drop(sink);
+                    sink.abort().await;
                     tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
                 }
                 // An open day may legitimately move; keep what we have, and the
@@ -250,6 +256,7 @@ impl<S: PageSource + 'static> Exporter<S> {
                     break (sink, fetched);
                 }
                 Some(_) => {
+                    sink.abort().await;
                     return Err(ExportError::Inconsistent {
                         day: p.date(),
                         number: p.number().map(str::to_owned),
@@ -455,5 +462,229 @@ impl<T> Future for AbortOnDrop<Result<T, ExportError>> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         Pin::new(&mut self.0).poll(cx).map(|joined| joined.unwrap_or_else(|e| Err(ExportError::worker(&e))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use jiff::tz::TimeZone;
+    use plumline_api::{ApiError, Call, CallPage, CallType};
+
+    use super::*;
+    use crate::reader::lake_files;
+
+    const DAY: i64 = 86_400;
+
+    /// A fake API: `calls` sorted by start, served per window with knobs
+    /// for the misbehaviours the pipeline must survive.
+    #[derive(Default)]
+    struct FakeSource {
+        calls: Vec<Call>,
+        /// Each page after the first also repeats the previous page's last call.
+        overlap: bool,
+        /// The first this-many requests report `total_calls` this much too high.
+        inflate_first: Mutex<(usize, u64)>,
+        /// Always report this much too many.
+        inflate_always: u64,
+        /// Fail (permanently) the request at this offset.
+        fail_at: Option<u64>,
+        delay: Duration,
+        in_flight: AtomicUsize,
+        max_in_flight: AtomicUsize,
+        requests: AtomicUsize,
+    }
+
+    impl PageSource for FakeSource {
+        async fn fetch_page(&self, request: &PageRequest) -> Result<CallPage, ApiError> {
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+            self.requests.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(self.delay).await;
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            if self.fail_at == Some(request.offset()) {
+                return Err(ApiError::Unauthorized { status: 401, message: None });
+            }
+            let q = request.query();
+            let window: Vec<&Call> = self.calls.iter().filter(|c| c.start >= q.start() && c.start <= q.end()).collect();
+            let offset = usize::try_from(request.offset()).expect("offset");
+            let from = if self.overlap && offset > 0 { offset - 1 } else { offset };
+            let to = (offset + request.limit() as usize).min(window.len());
+            let calls = window.get(from..to).unwrap_or_default().iter().map(|c| (*c).clone()).collect();
+            let mut total = window.len() as u64 + self.inflate_always;
+            let mut inflate = self.inflate_first.lock().expect("lock");
+            if inflate.0 > 0 {
+                inflate.0 -= 1;
+                total += inflate.1;
+            }
+            Ok(CallPage { calls, total_calls: total })
+        }
+    }
+
+    fn calls(days: i64, per_day: i64) -> Vec<Call> {
+        let mut out = Vec::new();
+        for d in 0..days {
+            for i in 0..per_day {
+                let start = d * DAY + i * (DAY / per_day);
+                out.push(Call {
+                    dest: "8005550000".into(),
+                    src: format!("617555{i:04}"),
+                    start,
+                    end: start + i % 300,
+                    session_id: format!("{d};{i:06}"),
+                    call_type: if i % 3 == 0 { CallType::Outbound } else { CallType::Inbound },
+                    log: i % 2 == 0,
+                });
+            }
+        }
+        out
+    }
+
+    fn options() -> ExportOptions {
+        ExportOptions {
+            concurrency: NonZeroUsize::new(3).expect("nonzero"),
+            page_size: 100,
+            now: Some(1_000 * DAY),
+            ..ExportOptions::default()
+        }
+    }
+
+    async fn export(
+        source: &Arc<FakeSource>,
+        dir: &std::path::Path,
+        options: ExportOptions,
+        days: i64,
+    ) -> Result<ExportSummary, ExportError> {
+        let plan = ExportPlan::new(0, days * DAY, TimeZone::UTC, &[]).expect("plan");
+        let exporter = Exporter::new(Arc::clone(source), Destination::local(dir), options).expect("exporter");
+        exporter.run(&plan, &crate::NoProgress).await
+    }
+
+    /// Every session id in the lake, file by file in order.
+    fn lake_ids(dir: &std::path::Path) -> Vec<String> {
+        use arrow_array::cast::AsArray;
+        let mut ids = Vec::new();
+        for (_, path) in lake_files(dir).expect("list") {
+            let file = std::fs::File::open(path).expect("open");
+            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                .expect("parquet")
+                .build()
+                .expect("reader");
+            for batch in reader {
+                let batch = batch.expect("batch");
+                let col = batch.column_by_name("session_id").expect("session_id");
+                ids.extend(col.as_string::<i32>().iter().map(|s| s.expect("non-null").to_owned()));
+            }
+        }
+        ids
+    }
+
+    fn ids(calls: &[Call]) -> Vec<String> {
+        calls.iter().map(|c| c.session_id.clone()).collect()
+    }
+
+    fn leftovers(dir: &std::path::Path) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).expect("read_dir").flatten() {
+                if e.path().is_dir() {
+                    stack.push(e.path());
+                } else if e.file_name().to_string_lossy().ends_with(".tmp") {
+                    out.push(e.path().display().to_string());
+                }
+            }
+        }
+        out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pages_land_once_in_order_within_the_bound() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let source = Arc::new(FakeSource {
+            calls: calls(3, 450),
+            delay: Duration::from_millis(2),
+            ..FakeSource::default()
+        });
+        let summary = export(&source, dir.path(), options(), 3).await.expect("export");
+        assert_eq!(lake_ids(dir.path()), ids(&source.calls));
+        assert_eq!((summary.written, summary.calls, summary.files, summary.refetches), (3, 1350, 3, 0));
+        assert_eq!(summary.pages, 15);
+        assert!(source.max_in_flight.load(Ordering::SeqCst) <= 3, "{:?}", source.max_in_flight);
+        assert!(leftovers(dir.path()).is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn repeated_calls_are_kept_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let source = Arc::new(FakeSource { calls: calls(2, 250), overlap: true, ..FakeSource::default() });
+        let summary = export(&source, dir.path(), options(), 2).await.expect("export");
+        assert_eq!(lake_ids(dir.path()), ids(&source.calls));
+        assert_eq!(summary.refetches, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_moving_total_refetches_the_day() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let source = Arc::new(FakeSource {
+            calls: calls(1, 450),
+            inflate_first: Mutex::new((2, 7)),
+            ..FakeSource::default()
+        });
+        let summary = export(&source, dir.path(), options(), 1).await.expect("export");
+        assert_eq!(lake_ids(dir.path()), ids(&source.calls));
+        assert!(summary.refetches >= 1, "{summary:?}");
+        assert!(leftovers(dir.path()).is_empty(), "{:?}", leftovers(dir.path()));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_day_that_never_adds_up_fails_when_closed_and_stays_open_otherwise() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let source = Arc::new(FakeSource { calls: calls(1, 150), inflate_always: 1, ..FakeSource::default() });
+        let err = export(&source, dir.path(), options(), 1).await.expect_err("inconsistent");
+        assert!(matches!(err, ExportError::Inconsistent { expected: 151, received: 150, attempts: 4, .. }), "{err}");
+        assert!(lake_ids(dir.path()).is_empty());
+        assert!(leftovers(dir.path()).is_empty());
+        // The same day inside the settle margin is written, but not recorded complete.
+        let open = ExportOptions { now: Some(DAY + 60), ..options() };
+        let summary = export(&source, dir.path(), open.clone(), 1).await.expect("open day");
+        assert_eq!((summary.written, summary.open, summary.calls), (1, 1, 150));
+        let again = export(&source, dir.path(), open, 1).await.expect("open day again");
+        assert_eq!(again.written, 1, "an open day is refreshed by the next run");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn committed_days_are_skipped_unless_overwritten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let source = Arc::new(FakeSource { calls: calls(2, 120), ..FakeSource::default() });
+        export(&source, dir.path(), options(), 2).await.expect("first");
+        let before = source.requests.load(Ordering::SeqCst);
+        let second = export(&source, dir.path(), options(), 2).await.expect("second");
+        assert_eq!((second.skipped, second.written), (2, 0));
+        assert_eq!(source.requests.load(Ordering::SeqCst), before, "no request for committed days");
+        let third = export(&source, dir.path(), ExportOptions { overwrite: true, ..options() }, 2).await.expect("3rd");
+        assert_eq!(third.written, 2);
+        assert_eq!(lake_ids(dir.path()), ids(&source.calls));
+        // A committed file that vanished is exported again.
+        let victim = dir.path().join("date=1970-01-02").join("calls-all.parquet");
+        std::fs::remove_file(&victim).expect("remove");
+        let fourth = export(&source, dir.path(), options(), 2).await.expect("4th");
+        assert_eq!((fourth.skipped, fourth.written), (1, 1));
+        assert!(victim.exists());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_page_names_its_day_and_offset_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let source = Arc::new(FakeSource { calls: calls(1, 450), fail_at: Some(200), ..FakeSource::default() });
+        let err = export(&source, dir.path(), options(), 1).await.expect_err("fails");
+        match &err {
+            ExportError::Api { day, offset, .. } => assert_eq!((day.to_string().as_str(), *offset), ("1970-01-01", 200)),
+            other => panic!("unexpected {other}"),
+        }
+        assert!(lake_ids(dir.path()).is_empty());
+        assert!(leftovers(dir.path()).is_empty(), "{:?}", leftovers(dir.path()));
     }
 }

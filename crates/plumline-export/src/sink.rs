@@ -195,7 +195,7 @@ impl ParquetSink {
                     None => return Err(ExportError::Worker(format!("writing {loc} was abandoned"))),
                 }
             }
-            writer.finish().map_err(parquet_err)?;
+            // Writes the footer and hands back the target.
             let target = writer.into_inner().map_err(parquet_err)?;
             let (bytes, body) = match target {
                 SinkTarget::File { file, temp } => {
@@ -238,6 +238,16 @@ impl ParquetSink {
         // A closed channel means the thread already failed; `join` reports it.
         let _ = self.tx.send(Message::Finish).await;
         self.join().await
+    }
+
+    /// Abandons the file and waits until its temp file (if any) is gone.
+    ///
+    /// # Cancel safety
+    /// Dropping the future still abandons the file, in the background.
+    pub(crate) async fn abort(self) {
+        let ParquetSink { tx, handle, .. } = self;
+        drop(tx);
+        let _ = handle.await;
     }
 
     async fn join(&mut self) -> Result<EncodedFile, ExportError> {

@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 #[non_exhaustive]
 pub enum SimError {
     /// The listening socket could not be opened.
-    #[error("cannot listen on {addr}: is another process using that port? pick another port, or port 0 for any free one")]
+    #[error(
+        "cannot listen on {addr}: is another process using that port? pick another port, or port 0 for any free one"
+    )]
     Bind {
         /// The address asked for.
         addr: SocketAddr,

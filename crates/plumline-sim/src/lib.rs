@@ -35,8 +35,8 @@ mod rng;
 mod server;
 
 pub use config::{
-    DEFAULT_NUMBER_COUNT, DEMO_EMAIL, DEMO_KEY, Fault, Faults, MAX_CALL_SECS, MAX_CALLS_PER_NUMBER_DAY, SimClock,
-    SimConfig,
+    DEFAULT_NUMBER_COUNT, DEMO_EMAIL, DEMO_KEY, Fault, Faults, MAX_CALL_SECS, MAX_CALLS_PER_NUMBER_DAY,
+    SimClock, SimConfig,
 };
 pub use dataset::Simulator;
 pub use error::SimError;

@@ -176,7 +176,11 @@ fn json_party(out: &mut Vec<u8>, sim: &Simulator, party: Party, bare_digits: boo
 
 fn json_call(out: &mut Vec<u8>, sim: &Simulator, day: &Day, rec: Rec, quirks: bool) {
     let (dest, src, kind) = parties(rec);
-    let bits = if quirks { mix64(rec.peer ^ u64::from(rec.part1)) } else { 0 };
+    let bits = if quirks {
+        mix64(rec.peer ^ u64::from(rec.part1))
+    } else {
+        0
+    };
     let start = day.start(rec);
     out.extend_from_slice(b"{\"dest\":");
     json_party(out, sim, dest, bits & 1 != 0);
@@ -193,11 +197,41 @@ fn json_call(out: &mut Vec<u8>, sim: &Simulator, day: &Day, rec: Rec, quirks: bo
     out.extend_from_slice(b"\",\"log\":");
     let log = rec.log();
     out.extend_from_slice(match (bits >> 3) & 0b11 {
-        _ if !quirks => if log { &b"true"[..] } else { b"false" },
-        0 => if log { b"1" } else { b"0" },
-        1 => if log { b"\"true\"" } else { b"\"false\"" },
-        2 => if log { b"\"1\"" } else { b"\"0\"" },
-        _ => if log { b"true" } else { b"false" },
+        _ if !quirks => {
+            if log {
+                &b"true"[..]
+            } else {
+                b"false"
+            }
+        }
+        0 => {
+            if log {
+                b"1"
+            } else {
+                b"0"
+            }
+        }
+        1 => {
+            if log {
+                b"\"true\""
+            } else {
+                b"\"false\""
+            }
+        }
+        2 => {
+            if log {
+                b"\"1\""
+            } else {
+                b"\"0\""
+            }
+        }
+        _ => {
+            if log {
+                b"true"
+            } else {
+                b"false"
+            }
+        }
     });
     if bits & 0b10_0000 != 0 {
         out.extend_from_slice(b",\"duration\":\"");
@@ -241,7 +275,11 @@ fn xml_party(out: &mut Vec<u8>, sim: &Simulator, party: Party) {
 
 fn xml_call(out: &mut Vec<u8>, sim: &Simulator, day: &Day, rec: Rec, quirks: bool) {
     let (dest, src, kind) = parties(rec);
-    let bits = if quirks { mix64(rec.peer ^ u64::from(rec.part1)) } else { 0 };
+    let bits = if quirks {
+        mix64(rec.peer ^ u64::from(rec.part1))
+    } else {
+        0
+    };
     let start = day.start(rec);
     out.extend_from_slice(b"<item><dest>");
     xml_party(out, sim, dest);
@@ -278,7 +316,11 @@ pub(crate) fn json_error(message: &str) -> Vec<u8> {
 
 /// `<result><error>…</error></result>`.
 pub(crate) fn xml_error(message: &str) -> Vec<u8> {
-    format!("<?xml version=\"1.0\"?>\n<result><error>{}</error></result>\n", xml_escaped(message)).into_bytes()
+    format!(
+        "<?xml version=\"1.0\"?>\n<result><error>{}</error></result>\n",
+        xml_escaped(message)
+    )
+    .into_bytes()
 }
 
 #[cfg(test)]

@@ -48,7 +48,10 @@ impl Rng {
 
     /// Uniform in `[0, n)` (Lemire's multiply-shift; the bias is far below
     /// anything a test could see).
-    #[allow(clippy::cast_possible_truncation, reason = "the high half of a 128-bit product of a u64 fits a u64")]
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "the high half of a 128-bit product of a u64 fits a u64"
+    )]
     pub(crate) fn below(&mut self, n: u64) -> u64 {
         ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
     }

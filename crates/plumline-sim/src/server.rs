@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use http::header::{ACCEPT, ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::header::{
+    ACCEPT, ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE,
+};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
@@ -127,7 +129,11 @@ impl Shared {
         let sim = Simulator::new(config)?;
         Ok(Shared {
             sim,
-            faults: Mutex::new(FaultState { faults, script: VecDeque::new(), rng }),
+            faults: Mutex::new(FaultState {
+                faults,
+                script: VecDeque::new(),
+                rng,
+            }),
             stats: Counters::default(),
         })
     }
@@ -187,7 +193,9 @@ impl SimServer {
     /// Cancelling before it returns leaves nothing running.
     pub async fn start(config: SimConfig, addr: SocketAddr) -> Result<Self, SimError> {
         config.validate()?;
-        let listener = TcpListener::bind(addr).await.map_err(|source| SimError::Bind { addr, source })?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| SimError::Bind { addr, source })?;
         Self::from_listener(config, listener)
     }
 
@@ -207,7 +215,12 @@ impl SimServer {
         };
         let task = tokio::spawn(accept_loop(Arc::clone(&shared), listener, until));
         info!(addr = %local_addr, base_url = %base_url(local_addr), "simulator listening");
-        Ok(SimServer { shared, local_addr, stop, task })
+        Ok(SimServer {
+            shared,
+            local_addr,
+            stop,
+            task,
+        })
     }
 
     /// Serves on `listener` in the current task until `shutdown` completes,
@@ -220,7 +233,11 @@ impl SimServer {
     ///
     /// # Cancel safety
     /// Dropping the future closes the listener and every connection at once.
-    pub async fn serve_until<F>(config: SimConfig, listener: TcpListener, shutdown: F) -> Result<SimStats, SimError>
+    pub async fn serve_until<F>(
+        config: SimConfig,
+        listener: TcpListener,
+        shutdown: F,
+    ) -> Result<SimStats, SimError>
     where
         F: Future<Output = ()> + Send,
     {
@@ -302,7 +319,12 @@ impl SimServer {
     /// # Cancel safety
     /// Cancelling still stops the server, in the background.
     pub async fn shutdown(self) {
-        let SimServer { stop, task, local_addr, .. } = self;
+        let SimServer {
+            stop,
+            task,
+            local_addr,
+            ..
+        } = self;
         let _ = stop.send(true);
         if let Err(error) = task.await {
             warn!(%error, "simulator task failed");
@@ -341,14 +363,25 @@ async fn accept_loop<F: Future<Output = ()>>(shared: Arc<Shared>, listener: TcpL
     let _ = stop_tx.send(true);
     let drain = async { while connections.join_next().await.is_some() {} };
     if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
-        warn!(n_connections = connections.len(), "closing connections still busy after the drain timeout");
+        warn!(
+            n_connections = connections.len(),
+            "closing connections still busy after the drain timeout"
+        );
         connections.shutdown().await;
     }
 }
 
-async fn serve_connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, mut stop: watch::Receiver<bool>) {
+async fn serve_connection(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) {
     let abort = Arc::new(AtomicBool::new(false));
-    let io = TokioIo::new(SimStream { inner: stream, abort: Arc::clone(&abort) });
+    let io = TokioIo::new(SimStream {
+        inner: stream,
+        abort: Arc::clone(&abort),
+    });
     let service = service_fn(move |request| handle(Arc::clone(&shared), Arc::clone(&abort), request));
     let connection = http1::Builder::new().serve_connection(io, service);
     let mut connection = std::pin::pin!(connection);
@@ -387,7 +420,11 @@ async fn handle(
 ) -> Result<Response<SimBody>, DropConnection> {
     let stats = &shared.stats;
     bump(&stats.requests);
-    let format = if wants_xml(request.headers()) { WireFormat::Xml } else { WireFormat::Json };
+    let format = if wants_xml(request.headers()) {
+        WireFormat::Xml
+    } else {
+        WireFormat::Json
+    };
     let Some((start_raw, end_raw)) = calls_path(request.uri().path()) else {
         bump(&stats.not_found);
         debug!(path = request.uri().path(), status = 404, "unknown path");
@@ -395,8 +432,14 @@ async fn handle(
     };
     if request.method() != Method::GET {
         bump(&stats.method_not_allowed);
-        let mut response = error_response(StatusCode::METHOD_NOT_ALLOWED, format, "method not allowed: only GET is supported");
-        response.headers_mut().insert(ALLOW, HeaderValue::from_static("GET"));
+        let mut response = error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format,
+            "method not allowed: only GET is supported",
+        );
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET"));
         return Ok(response);
     }
     let (fault, latency) = shared.next_fault();
@@ -413,13 +456,19 @@ async fn handle(
         Fault::ServerError => {
             bump(&stats.server_error);
             debug!(fault = %fault, status = 500, "injected fault");
-            return Ok(error_response(StatusCode::INTERNAL_SERVER_ERROR, format, "database error"));
+            return Ok(error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format,
+                "database error",
+            ));
         }
         Fault::RateLimited => {
             bump(&stats.rate_limited);
             debug!(fault = %fault, status = 429, "injected fault");
             let mut response = error_response(StatusCode::TOO_MANY_REQUESTS, format, "too many requests");
-            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
             return Ok(response);
         }
         Fault::Pass | Fault::Truncated => {}
@@ -428,7 +477,10 @@ async fn handle(
         bump(&stats.unauthorized);
         debug!(status = 401, message, "refused credentials");
         let mut response = error_response(StatusCode::UNAUTHORIZED, format, message);
-        response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"Plum Fuse\""));
+        response.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"Plum Fuse\""),
+        );
         return Ok(response);
     }
     let params = match parse_params(start_raw, end_raw, request.uri().query()) {
@@ -439,9 +491,21 @@ async fn handle(
             return Ok(error_response(StatusCode::BAD_REQUEST, format, &message));
         }
     };
+    Ok(page_response(&shared, &params, format, fault))
+}
+
+/// A 200 with the page `params` ask for, cut short when `fault` says so.
+fn page_response(shared: &Shared, params: &Params, format: WireFormat, fault: Fault) -> Response<SimBody> {
+    let stats = &shared.stats;
     // Pages cost O(days + log n + limit); a day is generated at most once
     // while cached, so this stays short enough to run on the async worker.
-    let resolved = shared.sim.resolve(params.start, params.end, params.number.as_deref(), params.limit, params.offset);
+    let resolved = shared.sim.resolve(
+        params.start,
+        params.end,
+        params.number.as_deref(),
+        params.limit,
+        params.offset,
+    );
     let mut body = Vec::new();
     shared.sim.render(&resolved, params.offset, format, &mut body);
     let n_calls = resolved.items.len();
@@ -461,9 +525,14 @@ async fn handle(
         let full = body.len();
         let mut body = Bytes::from(body);
         body.truncate(full / 2);
-        let mut response = Response::new(SimBody::Truncated { part: Some(body), stalled: false });
+        let mut response = Response::new(SimBody::Truncated {
+            part: Some(body),
+            stalled: false,
+        });
         // Declare the whole length so the client knows it got less.
-        response.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(full));
+        response
+            .headers_mut()
+            .insert(CONTENT_LENGTH, HeaderValue::from(full));
         response
     } else {
         bump(&stats.ok);
@@ -471,7 +540,7 @@ async fn handle(
         Response::new(SimBody::Full(Some(Bytes::from(body))))
     };
     response.headers_mut().insert(CONTENT_TYPE, content_type(format));
-    Ok(response)
+    response
 }
 
 /// `(start, end)` path segments of `/api/calls/{start}/{end}`, if it is that.
@@ -505,7 +574,9 @@ fn check_auth(headers: &HeaderMap, sim: &Simulator) -> Result<(), &'static str> 
     if !scheme.eq_ignore_ascii_case("basic") {
         return Err(invalid);
     }
-    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).map_err(|_| invalid)?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| invalid)?;
     let decoded = std::str::from_utf8(&decoded).map_err(|_| invalid)?;
     let (email, key) = decoded.split_once(':').ok_or(invalid)?;
     let expected = &sim.config().credentials;
@@ -526,7 +597,8 @@ struct Params {
 
 fn parse_params(start: &str, end: &str, query: Option<&str>) -> Result<Params, String> {
     let timestamp = |raw: &str, name: &str| {
-        raw.parse::<i64>().map_err(|_| format!("{name} must be a UNIX timestamp in whole seconds, got {raw:?}"))
+        raw.parse::<i64>()
+            .map_err(|_| format!("{name} must be a UNIX timestamp in whole seconds, got {raw:?}"))
     };
     let mut params = Params {
         start: timestamp(start, "start")?,
@@ -545,7 +617,9 @@ fn parse_params(start: &str, end: &str, query: Option<&str>) -> Result<Params, S
                     .ok()
                     .filter(|l| (1..=MAX_LIMIT).contains(l))
                     .and_then(|l| usize::try_from(l).ok())
-                    .ok_or_else(|| format!("limit must be an integer from 1 to {MAX_LIMIT}, got {value:?}"))?;
+                    .ok_or_else(|| {
+                        format!("limit must be an integer from 1 to {MAX_LIMIT}, got {value:?}")
+                    })?;
             }
             "offset" => {
                 params.offset = value
@@ -601,7 +675,10 @@ impl Body for SimBody {
     type Data = Bytes;
     type Error = TruncatedBody;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, TruncatedBody>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, TruncatedBody>>> {
         match self.get_mut() {
             SimBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             SimBody::Truncated { part, stalled } => {
@@ -723,10 +800,17 @@ mod tests {
 
     #[test]
     fn params_parse_and_reject() {
-        let ok = parse_params("10", "20", Some("number=8005551234&limit=50&offset=7&extra=1")).expect("valid");
-        assert_eq!((ok.start, ok.end, ok.number.as_deref(), ok.limit, ok.offset), (10, 20, Some("8005551234"), 50, 7));
+        let ok =
+            parse_params("10", "20", Some("number=8005551234&limit=50&offset=7&extra=1")).expect("valid");
+        assert_eq!(
+            (ok.start, ok.end, ok.number.as_deref(), ok.limit, ok.offset),
+            (10, 20, Some("8005551234"), 50, 7)
+        );
         let defaults = parse_params("10", "20", None).expect("valid");
-        assert_eq!((defaults.number, defaults.limit, defaults.offset), (None, 1_000, 0));
+        assert_eq!(
+            (defaults.number, defaults.limit, defaults.offset),
+            (None, 1_000, 0)
+        );
         let empty_number = parse_params("10", "20", Some("number=")).expect("valid");
         assert_eq!(empty_number.number, None);
         let bad = [

@@ -17,17 +17,25 @@ fn localhost() -> SocketAddr {
 }
 
 fn small() -> SimConfig {
-    SimConfig::default().with_seed(9).with_calls_per_day(200.0).with_data_range(JAN1, JAN1 + 5 * DAY)
+    SimConfig::default()
+        .with_seed(9)
+        .with_calls_per_day(200.0)
+        .with_data_range(JAN1, JAN1 + 5 * DAY)
 }
 
 async fn start(config: SimConfig) -> SimServer {
-    SimServer::start(config, localhost()).await.expect("simulator starts")
+    SimServer::start(config, localhost())
+        .await
+        .expect("simulator starts")
 }
 
 /// A client that opens a fresh connection per request, so an injected reset
 /// or truncation never leaks into the next request.
 fn http() -> reqwest::Client {
-    reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("an HTTP client")
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("an HTTP client")
 }
 
 struct Answer {
@@ -36,7 +44,12 @@ struct Answer {
     body: Result<Vec<u8>, String>,
 }
 
-async fn get(server: &SimServer, path_and_query: &str, accept: Option<&str>, auth: Option<(&str, &str)>) -> Result<Answer, reqwest::Error> {
+async fn get(
+    server: &SimServer,
+    path_and_query: &str,
+    accept: Option<&str>,
+    auth: Option<(&str, &str)>,
+) -> Result<Answer, reqwest::Error> {
     send(server, reqwest::Method::GET, path_and_query, accept, auth).await
 }
 
@@ -57,11 +70,22 @@ async fn send(
     let response = request.send().await?;
     let status = response.status();
     let headers = response.headers().clone();
-    let body = response.bytes().await.map(|b| b.to_vec()).map_err(|e| format!("{e:?}"));
-    Ok(Answer { status, headers, body })
+    let body = response
+        .bytes()
+        .await
+        .map(|b| b.to_vec())
+        .map_err(|e| format!("{e:?}"));
+    Ok(Answer {
+        status,
+        headers,
+        body,
+    })
 }
 
 const DEMO: Option<(&str, &str)> = Some((DEMO_EMAIL, DEMO_KEY));
+
+/// (credentials, `Accept`, how the body starts).
+type AuthCase<'a> = (Option<(&'a str, &'a str)>, Option<&'a str>, &'a str);
 
 fn text(answer: &Answer) -> String {
     match &answer.body {
@@ -74,7 +98,14 @@ fn window_path(start: i64, end: i64, query: &str) -> String {
     format!("/calls/{start}/{end}{query}")
 }
 
-fn expected_page(server: &SimServer, start: i64, end: i64, number: Option<&str>, limit: u32, offset: u64) -> CallPage {
+fn expected_page(
+    server: &SimServer,
+    start: i64,
+    end: i64,
+    number: Option<&str>,
+    limit: u32,
+    offset: u64,
+) -> CallPage {
     let request = CallQuery::new(start, end)
         .expect("a valid window")
         .with_number(number.map(str::to_owned))
@@ -88,17 +119,54 @@ async fn json_and_xml_pages_match_the_ground_truth() {
     let server = start(small().with_unknown_types(true)).await;
     let number = server.simulator().numbers()[1].clone();
     let cases: Vec<(String, Option<&str>, WireFormat, CallPage)> = vec![
-        (window_path(JAN1, JAN1 + 2 * DAY, ""), None, WireFormat::Json, expected_page(&server, JAN1, JAN1 + 2 * DAY, None, 1_000, 0)),
-        (window_path(JAN1, JAN1 + 2 * DAY, "?limit=50&offset=120"), Some("application/json"), WireFormat::Json, expected_page(&server, JAN1, JAN1 + 2 * DAY, None, 50, 120)),
-        (window_path(JAN1, JAN1 + 2 * DAY, "?limit=50&offset=120"), Some("application/xml"), WireFormat::Xml, expected_page(&server, JAN1, JAN1 + 2 * DAY, None, 50, 120)),
-        (window_path(JAN1 + 100, JAN1 + 4 * DAY, &format!("?number={number}&limit=10000")), Some("application/xml"), WireFormat::Xml, expected_page(&server, JAN1 + 100, JAN1 + 4 * DAY, Some(&number), 10_000, 0)),
-        (window_path(JAN1, JAN1 + 2 * DAY, "?offset=999999"), Some("text/html"), WireFormat::Json, expected_page(&server, JAN1, JAN1 + 2 * DAY, None, 1_000, 999_999)),
-        (window_path(0, 10, ""), None, WireFormat::Json, CallPage::default()),
+        (
+            window_path(JAN1, JAN1 + 2 * DAY, ""),
+            None,
+            WireFormat::Json,
+            expected_page(&server, JAN1, JAN1 + 2 * DAY, None, 1_000, 0),
+        ),
+        (
+            window_path(JAN1, JAN1 + 2 * DAY, "?limit=50&offset=120"),
+            Some("application/json"),
+            WireFormat::Json,
+            expected_page(&server, JAN1, JAN1 + 2 * DAY, None, 50, 120),
+        ),
+        (
+            window_path(JAN1, JAN1 + 2 * DAY, "?limit=50&offset=120"),
+            Some("application/xml"),
+            WireFormat::Xml,
+            expected_page(&server, JAN1, JAN1 + 2 * DAY, None, 50, 120),
+        ),
+        (
+            window_path(
+                JAN1 + 100,
+                JAN1 + 4 * DAY,
+                &format!("?number={number}&limit=10000"),
+            ),
+            Some("application/xml"),
+            WireFormat::Xml,
+            expected_page(&server, JAN1 + 100, JAN1 + 4 * DAY, Some(&number), 10_000, 0),
+        ),
+        (
+            window_path(JAN1, JAN1 + 2 * DAY, "?offset=999999"),
+            Some("text/html"),
+            WireFormat::Json,
+            expected_page(&server, JAN1, JAN1 + 2 * DAY, None, 1_000, 999_999),
+        ),
+        (
+            window_path(0, 10, ""),
+            None,
+            WireFormat::Json,
+            CallPage::default(),
+        ),
     ];
     for (path, accept, format, want) in cases {
         let answer = get(&server, &path, accept, DEMO).await.expect("an answer");
         assert_eq!(answer.status, StatusCode::OK, "{path}: {}", text(&answer));
-        let content_type = answer.headers.get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        let content_type = answer
+            .headers
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
         assert_eq!(content_type, Some(format.media_type()), "{path}");
         let body = answer.body.as_deref().expect("a whole body");
         let got = wire::decode_page(body, format).unwrap_or_else(|e| panic!("{path}: {e}"));
@@ -112,12 +180,17 @@ async fn json_and_xml_pages_match_the_ground_truth() {
 async fn quirky_answers_decode_to_the_same_calls() {
     let server = start(small().with_quirks(true)).await;
     let plain = SimServer::start(small(), localhost()).await.expect("starts");
-    for (offset, accept, format) in [(0, None, WireFormat::Json), (333, None, WireFormat::Json), (1_000, Some("application/xml"), WireFormat::Xml)] {
+    for (offset, accept, format) in [
+        (0, None, WireFormat::Json),
+        (333, None, WireFormat::Json),
+        (1_000, Some("application/xml"), WireFormat::Xml),
+    ] {
         let path = window_path(JAN1, JAN1 + 3 * DAY, &format!("?limit=333&offset={offset}"));
         let quirky = get(&server, &path, accept, DEMO).await.expect("an answer");
         let normal = get(&plain, &path, accept, DEMO).await.expect("an answer");
         assert_ne!(text(&quirky), text(&normal), "quirks changed nothing at {offset}");
-        let decode = |a: &Answer| wire::decode_page(a.body.as_deref().expect("a body"), format).expect("decodes");
+        let decode =
+            |a: &Answer| wire::decode_page(a.body.as_deref().expect("a body"), format).expect("decodes");
         assert_eq!(decode(&quirky), decode(&normal), "offset {offset}");
         assert_eq!(decode(&quirky).calls.len(), 333);
     }
@@ -129,22 +202,44 @@ async fn quirky_answers_decode_to_the_same_calls() {
 async fn credentials_are_required() {
     let server = start(small()).await;
     let path = window_path(JAN1, JAN1 + DAY, "");
-    let cases: [(Option<(&str, &str)>, Option<&str>, &str); 5] = [
+    let cases: [AuthCase<'_>; 5] = [
         (None, None, "{\"error\":\"authentication required"),
-        (Some((DEMO_EMAIL, "wrong-key")), None, "{\"error\":\"invalid credentials\"}"),
-        (Some(("someone@else.invalid", DEMO_KEY)), None, "{\"error\":\"invalid credentials\"}"),
-        (Some((DEMO_EMAIL, "")), Some("application/xml"), "<?xml version=\"1.0\"?>\n<result><error>invalid credentials</error></result>"),
-        (None, Some("application/xml"), "<?xml version=\"1.0\"?>\n<result><error>authentication required"),
+        (
+            Some((DEMO_EMAIL, "wrong-key")),
+            None,
+            "{\"error\":\"invalid credentials\"}",
+        ),
+        (
+            Some(("someone@else.invalid", DEMO_KEY)),
+            None,
+            "{\"error\":\"invalid credentials\"}",
+        ),
+        (
+            Some((DEMO_EMAIL, "")),
+            Some("application/xml"),
+            "<?xml version=\"1.0\"?>\n<result><error>invalid credentials</error></result>",
+        ),
+        (
+            None,
+            Some("application/xml"),
+            "<?xml version=\"1.0\"?>\n<result><error>authentication required",
+        ),
     ];
     for (auth, accept, body_start) in cases {
         let answer = get(&server, &path, accept, auth).await.expect("an answer");
         assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{auth:?}");
-        assert!(text(&answer).starts_with(body_start), "{auth:?}: {}", text(&answer));
+        assert!(
+            text(&answer).starts_with(body_start),
+            "{auth:?}: {}",
+            text(&answer)
+        );
         assert!(answer.headers.contains_key(reqwest::header::WWW_AUTHENTICATE));
         assert!(wire::error_message(answer.body.as_deref().expect("a body")).is_some());
     }
     // The email is matched case-insensitively, the key exactly.
-    let upper = get(&server, &path, None, Some(("DEMO@plumline.invalid", DEMO_KEY))).await.expect("an answer");
+    let upper = get(&server, &path, None, Some(("DEMO@plumline.invalid", DEMO_KEY)))
+        .await
+        .expect("an answer");
     assert_eq!(upper.status, StatusCode::OK);
     let stats = server.stats();
     assert_eq!((stats.unauthorized, stats.ok, stats.requests), (5, 1, 6));
@@ -155,20 +250,53 @@ async fn credentials_are_required() {
 async fn wrong_methods_paths_and_parameters_are_refused() {
     let server = start(small()).await;
     let calls = window_path(JAN1, JAN1 + DAY, "");
-    for method in [reqwest::Method::POST, reqwest::Method::PUT, reqwest::Method::DELETE, reqwest::Method::HEAD] {
-        let answer = send(&server, method.clone(), &calls, None, DEMO).await.expect("an answer");
+    for method in [
+        reqwest::Method::POST,
+        reqwest::Method::PUT,
+        reqwest::Method::DELETE,
+        reqwest::Method::HEAD,
+    ] {
+        let answer = send(&server, method.clone(), &calls, None, DEMO)
+            .await
+            .expect("an answer");
         assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED, "{method}");
-        assert_eq!(answer.headers.get(reqwest::header::ALLOW).and_then(|v| v.to_str().ok()), Some("GET"));
+        assert_eq!(
+            answer
+                .headers
+                .get(reqwest::header::ALLOW)
+                .and_then(|v| v.to_str().ok()),
+            Some("GET")
+        );
         if method != reqwest::Method::HEAD {
             assert!(text(&answer).contains("\"error\""), "{method}: {}", text(&answer));
         }
     }
     let cases: [(&str, StatusCode, &str); 9] = [
-        ("/calls/1735689600/1735775999?limit=0", StatusCode::BAD_REQUEST, "limit must be"),
-        ("/calls/1735689600/1735775999?limit=10001", StatusCode::BAD_REQUEST, "limit must be"),
-        ("/calls/1735689600/1735775999?limit=many", StatusCode::BAD_REQUEST, "limit must be"),
-        ("/calls/1735689600/1735775999?offset=-3", StatusCode::BAD_REQUEST, "offset must be"),
-        ("/calls/yesterday/1735775999", StatusCode::BAD_REQUEST, "start must be"),
+        (
+            "/calls/1735689600/1735775999?limit=0",
+            StatusCode::BAD_REQUEST,
+            "limit must be",
+        ),
+        (
+            "/calls/1735689600/1735775999?limit=10001",
+            StatusCode::BAD_REQUEST,
+            "limit must be",
+        ),
+        (
+            "/calls/1735689600/1735775999?limit=many",
+            StatusCode::BAD_REQUEST,
+            "limit must be",
+        ),
+        (
+            "/calls/1735689600/1735775999?offset=-3",
+            StatusCode::BAD_REQUEST,
+            "offset must be",
+        ),
+        (
+            "/calls/yesterday/1735775999",
+            StatusCode::BAD_REQUEST,
+            "start must be",
+        ),
         ("/calls/1735689600/1.5", StatusCode::BAD_REQUEST, "end must be"),
         ("/calls/1735689600", StatusCode::NOT_FOUND, "not found"),
         ("/call/abc", StatusCode::NOT_FOUND, "not found"),
@@ -179,10 +307,17 @@ async fn wrong_methods_paths_and_parameters_are_refused() {
         assert_eq!(answer.status, status, "{path}: {}", text(&answer));
         assert!(text(&answer).contains(needle), "{path}: {}", text(&answer));
     }
-    let outside = http().get(format!("http://{}/metrics", server.local_addr())).send().await.expect("an answer");
+    let outside = http()
+        .get(format!("http://{}/metrics", server.local_addr()))
+        .send()
+        .await
+        .expect("an answer");
     assert_eq!(outside.status(), StatusCode::NOT_FOUND);
     let stats = server.stats();
-    assert_eq!((stats.method_not_allowed, stats.bad_request, stats.not_found), (4, 6, 4));
+    assert_eq!(
+        (stats.method_not_allowed, stats.bad_request, stats.not_found),
+        (4, 6, 4)
+    );
     server.shutdown().await;
 }
 
@@ -190,35 +325,69 @@ async fn wrong_methods_paths_and_parameters_are_refused() {
 async fn each_fault_is_observable_and_the_script_runs_in_order() {
     let server = start(small()).await;
     let path = window_path(JAN1, JAN1 + DAY, "?limit=200");
-    server.push_script([Fault::ServerError, Fault::RateLimited, Fault::Pass, Fault::Reset, Fault::Truncated]);
+    server.push_script([
+        Fault::ServerError,
+        Fault::RateLimited,
+        Fault::Pass,
+        Fault::Reset,
+        Fault::Truncated,
+    ]);
     assert_eq!(server.script_len(), 5);
 
-    let a = get(&server, &path, None, DEMO).await.expect("an answer");
-    assert_eq!(a.status, StatusCode::INTERNAL_SERVER_ERROR);
-    assert_eq!(text(&a), "{\"error\":\"database error\"}");
+    let error500 = get(&server, &path, None, DEMO).await.expect("an answer");
+    assert_eq!(error500.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(text(&error500), "{\"error\":\"database error\"}");
 
-    let b = get(&server, &path, None, DEMO).await.expect("an answer");
-    assert_eq!(b.status, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(b.headers.get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()), Some("1"));
+    let throttled = get(&server, &path, None, DEMO).await.expect("an answer");
+    assert_eq!(throttled.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        throttled
+            .headers
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
 
-    let c = get(&server, &path, None, DEMO).await.expect("an answer");
-    assert_eq!(c.status, StatusCode::OK, "{}", text(&c));
+    let passed = get(&server, &path, None, DEMO).await.expect("an answer");
+    assert_eq!(passed.status, StatusCode::OK, "{}", text(&passed));
 
-    let d = get(&server, &path, None, DEMO).await;
-    assert!(d.is_err(), "a reset must not be answered, got {:?}", d.map(|a| a.status));
+    let reset = get(&server, &path, None, DEMO).await;
+    assert!(
+        reset.is_err(),
+        "a reset must not be answered, got {:?}",
+        reset.map(|a| a.status)
+    );
 
-    let e = get(&server, &path, None, DEMO).await.expect("headers arrive before the cut");
-    assert_eq!(e.status, StatusCode::OK);
-    let declared: usize = e.headers.get(reqwest::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok()).expect("a length");
+    let truncated = get(&server, &path, None, DEMO)
+        .await
+        .expect("headers arrive before the cut");
+    assert_eq!(truncated.status, StatusCode::OK);
+    let declared: usize = truncated
+        .headers
+        .get(reqwest::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .expect("a length");
     assert!(declared > 1_000, "declared {declared}");
-    assert!(e.body.is_err(), "a truncated body must fail to read, got {} bytes", e.body.as_ref().map_or(0, Vec::len));
+    assert!(
+        truncated.body.is_err(),
+        "a truncated body must fail to read, got {} bytes",
+        truncated.body.as_ref().map_or(0, Vec::len)
+    );
 
     assert_eq!(server.script_len(), 0);
-    let f = get(&server, &path, None, DEMO).await.expect("an answer");
-    assert_eq!(f.status, StatusCode::OK, "the script is used up");
+    let after_script = get(&server, &path, None, DEMO).await.expect("an answer");
+    assert_eq!(after_script.status, StatusCode::OK, "the script is used up");
 
     let stats = server.stats();
-    let got = (stats.requests, stats.ok, stats.server_error, stats.rate_limited, stats.reset, stats.truncated, stats.unauthorized);
+    let got = (
+        stats.requests,
+        stats.ok,
+        stats.server_error,
+        stats.rate_limited,
+        stats.reset,
+        stats.truncated,
+        stats.unauthorized,
+    );
     assert_eq!(got, (6, 2, 1, 1, 1, 1, 0), "{stats:?}");
     assert_eq!(stats.calls_served, 400);
 
@@ -227,7 +396,10 @@ async fn each_fault_is_observable_and_the_script_runs_in_order() {
         .retry_policy(RetryPolicy::never())
         .build()
         .expect("a client");
-    let request = CallQuery::new(JAN1, JAN1 + DAY).expect("a window").page(100, 0).expect("a page");
+    let request = CallQuery::new(JAN1, JAN1 + DAY)
+        .expect("a window")
+        .page(100, 0)
+        .expect("a page");
     let kinds = [
         (Fault::ServerError, "server_error"),
         (Fault::RateLimited, "rate_limited"),
@@ -240,7 +412,15 @@ async fn each_fault_is_observable_and_the_script_runs_in_order() {
         assert_eq!(error.kind(), kind, "{fault}: {error}");
         assert!(error.is_transient(), "{fault}: {error}");
     }
-    assert_eq!(client.fetch_page(&request).await.expect("no fault left").calls.len(), 100);
+    assert_eq!(
+        client
+            .fetch_page(&request)
+            .await
+            .expect("no fault left")
+            .calls
+            .len(),
+        100
+    );
     server.shutdown().await;
 }
 
@@ -248,45 +428,86 @@ async fn each_fault_is_observable_and_the_script_runs_in_order() {
 async fn fault_rates_and_latency_change_at_run_time() {
     let server = start(small()).await;
     let path = window_path(JAN1, JAN1 + DAY, "?limit=5");
-    server.set_faults(Faults::none().with_server_errors(1.0)).expect("valid faults");
+    server
+        .set_faults(Faults::none().with_server_errors(1.0))
+        .expect("valid faults");
     for _ in 0..3 {
-        assert_eq!(get(&server, &path, None, DEMO).await.expect("an answer").status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            get(&server, &path, None, DEMO).await.expect("an answer").status,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
     // The script goes first, then the rates again.
     server.push_script([Fault::Pass]);
-    assert_eq!(get(&server, &path, None, DEMO).await.expect("an answer").status, StatusCode::OK);
-    assert_eq!(get(&server, &path, None, DEMO).await.expect("an answer").status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        get(&server, &path, None, DEMO).await.expect("an answer").status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(&server, &path, None, DEMO).await.expect("an answer").status,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
 
     let bad = server.set_faults(Faults::none().with_rate_limits(2.0));
     assert!(matches!(bad, Err(SimError::InvalidConfig(_))), "{bad:?}");
-    assert_eq!(server.faults().server_error_rate, 1.0, "a refused change keeps the old faults");
+    assert_eq!(
+        server.faults(),
+        Faults::none().with_server_errors(1.0),
+        "a refused change keeps the old faults"
+    );
 
-    server.set_faults(Faults::none().with_latency(Duration::from_millis(300))).expect("valid faults");
+    server
+        .set_faults(Faults::none().with_latency(Duration::from_millis(300)))
+        .expect("valid faults");
     let began = Instant::now();
-    assert_eq!(get(&server, &path, None, DEMO).await.expect("an answer").status, StatusCode::OK);
-    assert!(began.elapsed() >= Duration::from_millis(300), "{:?}", began.elapsed());
+    assert_eq!(
+        get(&server, &path, None, DEMO).await.expect("an answer").status,
+        StatusCode::OK
+    );
+    assert!(
+        began.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        began.elapsed()
+    );
     // Latency is for the calls endpoint only.
     let began = Instant::now();
-    assert_eq!(get(&server, "/elsewhere", None, DEMO).await.expect("an answer").status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        get(&server, "/elsewhere", None, DEMO)
+            .await
+            .expect("an answer")
+            .status,
+        StatusCode::NOT_FOUND
+    );
     assert!(began.elapsed() < Duration::from_millis(300));
 
     // Rates split as configured (seeded, so this is exact run to run).
-    server.set_faults(Faults::none().with_server_errors(0.3).with_rate_limits(0.2)).expect("valid faults");
+    server
+        .set_faults(Faults::none().with_server_errors(0.3).with_rate_limits(0.2))
+        .expect("valid faults");
     let before = server.stats();
     for _ in 0..200 {
         get(&server, &path, None, DEMO).await.expect("an answer");
     }
     let after = server.stats();
     let share = |a: u64, b: u64| (a - b) as f64 / 200.0;
-    assert!((0.2..0.4).contains(&share(after.server_error, before.server_error)), "{after:?}");
-    assert!((0.12..0.28).contains(&share(after.rate_limited, before.rate_limited)), "{after:?}");
+    assert!(
+        (0.2..0.4).contains(&share(after.server_error, before.server_error)),
+        "{after:?}"
+    );
+    assert!(
+        (0.12..0.28).contains(&share(after.rate_limited, before.rate_limited)),
+        "{after:?}"
+    );
     server.shutdown().await;
 }
 
 #[tokio::test]
 async fn live_mode_lists_calls_as_they_end() {
     let clock = SimClock::manual(JAN1 + 6 * 3_600);
-    let config = small().with_calls_per_day(50_000.0).with_live(true).with_clock(clock.clone());
+    let config = small()
+        .with_calls_per_day(50_000.0)
+        .with_live(true)
+        .with_clock(clock.clone());
     let server = start(config).await;
     let path = window_path(JAN1, JAN1 + 5 * DAY, "?limit=1");
     let mut last = 0;
@@ -294,10 +515,19 @@ async fn live_mode_lists_calls_as_they_end() {
         let now = JAN1 + 6 * 3_600 + step * 60;
         server.set_now(now);
         let answer = get(&server, &path, None, DEMO).await.expect("an answer");
-        let page = wire::decode_page(answer.body.as_deref().expect("a body"), WireFormat::Json).expect("decodes");
-        assert_eq!(page.total_calls, server.simulator().count_in(JAN1, JAN1 + 5 * DAY, None));
+        let page =
+            wire::decode_page(answer.body.as_deref().expect("a body"), WireFormat::Json).expect("decodes");
+        assert_eq!(
+            page.total_calls,
+            server.simulator().count_in(JAN1, JAN1 + 5 * DAY, None)
+        );
         assert!(page.calls.iter().all(|c| c.end <= now), "{page:?} at {now}");
-        assert!(page.total_calls > last, "no new calls by {now}: {} then {}", last, page.total_calls);
+        assert!(
+            page.total_calls > last,
+            "no new calls by {now}: {} then {}",
+            last,
+            page.total_calls
+        );
         last = page.total_calls;
     }
     clock.advance(3_600);
@@ -329,7 +559,10 @@ async fn the_api_client_pages_through_faults_to_the_ground_truth() {
         assert_eq!(got, truth, "{format}");
     }
     let stats = server.stats();
-    assert!(stats.server_error > 0 && stats.reset > 0, "no faults were injected: {stats:?}");
+    assert!(
+        stats.server_error > 0 && stats.reset > 0,
+        "no faults were injected: {stats:?}"
+    );
     assert_eq!(stats.ok, 2 * truth.len().div_ceil(250) as u64, "{stats:?}");
     server.shutdown().await;
 }
@@ -339,18 +572,34 @@ async fn shutdown_frees_the_port_and_bind_errors_say_so() {
     let server = start(small()).await;
     let addr = server.local_addr();
     assert_eq!(server.base_url(), format!("http://{addr}/api"));
-    let taken = SimServer::start(small(), addr).await.expect_err("the port is taken");
+    let taken = SimServer::start(small(), addr)
+        .await
+        .expect_err("the port is taken");
     let message = taken.to_string();
     assert!(matches!(taken, SimError::Bind { .. }), "{taken:?}");
-    assert!(message.contains(&addr.to_string()) && message.contains("another port"), "{message}");
+    assert!(
+        message.contains(&addr.to_string()) && message.contains("another port"),
+        "{message}"
+    );
     // An idle keep-alive connection must not hold shutdown up.
     let keep_alive = reqwest::Client::new();
-    let answer = keep_alive.get(format!("{}/calls/{JAN1}/{JAN1}", server.base_url())).basic_auth(DEMO_EMAIL, Some(DEMO_KEY)).send().await.expect("an answer");
+    let answer = keep_alive
+        .get(format!("{}/calls/{JAN1}/{JAN1}", server.base_url()))
+        .basic_auth(DEMO_EMAIL, Some(DEMO_KEY))
+        .send()
+        .await
+        .expect("an answer");
     assert_eq!(answer.status(), StatusCode::OK);
     let began = Instant::now();
     server.shutdown().await;
-    assert!(began.elapsed() < Duration::from_secs(2), "shutdown took {:?}", began.elapsed());
-    let again = SimServer::start(small(), addr).await.expect("the port is free again");
+    assert!(
+        began.elapsed() < Duration::from_secs(2),
+        "shutdown took {:?}",
+        began.elapsed()
+    );
+    let again = SimServer::start(small(), addr)
+        .await
+        .expect("the port is free again");
     drop(again);
 }
 
@@ -384,6 +633,11 @@ async fn serve_until_runs_in_the_foreground() {
     stop.send(()).expect("the server is waiting");
     let stats = serving.await.expect("joins").expect("serves");
     assert_eq!((stats.requests, stats.ok), (1, 1));
-    let invalid = SimServer::serve_until(small().with_data_range(5, 5), tokio::net::TcpListener::bind(localhost()).await.expect("bind"), async {}).await;
+    let invalid = SimServer::serve_until(
+        small().with_data_range(5, 5),
+        tokio::net::TcpListener::bind(localhost()).await.expect("bind"),
+        async {},
+    )
+    .await;
     assert!(matches!(invalid, Err(SimError::InvalidConfig(_))));
 }

@@ -131,3 +131,39 @@ async fn the_developer_key_is_never_printed() {
     assert!(!all.contains(plumline_sim::DEMO_KEY), "key leaked:\n{all}");
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plumline_sim_then_plumline_calls_pulls_every_call() {
+    // `plumline sim` as its own process, as a user would run it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let (from, to) = (1_767_225_600_i64, 1_767_225_600 + 4 * DAY); // 2026-01-01 .. 2026-01-05
+    let mut child = plumline_bare()
+        .args(["sim", "--listen", &format!("127.0.0.1:{port}"), "--seed", "7", "--calls-per-day", "300"])
+        .args(["--from", &from.to_string(), "--to", &to.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn plumline sim");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "plumline sim did not start listening");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let truth = plumline_sim::Simulator::new(
+        SimConfig::default().with_seed(7).with_calls_per_day(300.0).with_data_range(from, to),
+    )
+    .expect("simulator")
+    .calls_in(from, to - 1, None);
+    let mut cmd = plumline_bare();
+    cmd.env("PLUM_BASE_URL", format!("http://127.0.0.1:{port}/api"))
+        .env("PLUM_EMAIL", plumline_sim::DEMO_EMAIL)
+        .env("PLUM_DEVELOPER_KEY", plumline_sim::DEMO_KEY)
+        .args(["calls", "--start", "2026-01-01", "--end", "2026-01-05", "--all", "--output", "ndjson"]);
+    let out = run_ok(cmd).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let calls: Vec<Call> = out.lines().map(|l| serde_json::from_str(l).expect("ndjson line")).collect();
+    assert!(truth.len() > 2_000, "{}", truth.len());
+    assert_eq!(calls.len(), truth.len());
+    assert_eq!(calls, truth);
+}

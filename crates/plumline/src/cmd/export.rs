@@ -77,24 +77,33 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         settle: args.settle,
         ..ExportOptions::default()
     };
-    let summary = export(Arc::new(client), destination, options, &plan).await?;
+    let summary = export(Arc::new(client), destination, options, &plan, true).await?;
     print_summary(&summary, &args.out);
     Ok(())
 }
 
 /// Runs an export with the terminal's progress display; shared with `demo`.
+/// Without a terminal, each committed day is logged when `log_days` is set.
 pub async fn export<S: PageSource + 'static>(
     source: Arc<S>,
     destination: Destination,
     options: ExportOptions,
     plan: &ExportPlan,
+    log_days: bool,
 ) -> anyhow::Result<ExportSummary> {
     let display = destination.display().to_owned();
     let exporter = Exporter::new(source, destination, options)?;
-    let progress = Progress::new();
+    let progress = Progress::new(log_days);
     let result = exporter.run(plan, &progress).await;
     progress.finish();
-    result.with_context(|| format!("exporting into {display} (committed days are kept: run again to resume)"))
+    result.map_err(|e| {
+        let hint = if e.is_transient() {
+            "; the days committed so far are kept: run the same command again to resume"
+        } else {
+            ""
+        };
+        anyhow::Error::new(e).context(format!("export into {display} stopped{hint}"))
+    })
 }
 
 #[allow(clippy::print_stdout, reason = "the CLI's result")]
@@ -112,10 +121,11 @@ fn print_summary(summary: &ExportSummary, dest: &str) {
 struct Progress {
     bar: Option<ProgressBar>,
     calls: AtomicU64,
+    log_days: bool,
 }
 
 impl Progress {
-    fn new() -> Self {
+    fn new(log_days: bool) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
             let style = ProgressStyle::with_template(
@@ -126,7 +136,7 @@ impl Progress {
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
         });
-        Progress { bar, calls: AtomicU64::new(0) }
+        Progress { bar, calls: AtomicU64::new(0), log_days }
     }
 
     fn finish(&self) {
@@ -157,9 +167,10 @@ impl ExportObserver for Progress {
             }
             ExportEvent::DayCommitted { day, number, rows, bytes, closed } => match &self.bar {
                 Some(bar) => bar.inc(1),
-                None => {
+                None if self.log_days => {
                     tracing::info!(day = %day, number = number.as_deref(), rows, bytes, closed, "day committed");
                 }
+                None => {}
             },
             _ => {}
         }

@@ -80,9 +80,12 @@ pub struct Args {
     #[arg(long, default_value_t = 200_000, value_name = "N")]
     max_tracked_calls: usize,
 
-    /// Require HTTP Basic auth on /metrics with this username; the password is read from
-    /// PLUMLINE_EXPORTER_PASSWORD.
-    #[arg(long, value_name = "USER")]
+    // A plain string, not a doc comment: the variable name reads better without backticks in --help.
+    #[arg(
+        long,
+        value_name = "USER",
+        help = "Require HTTP Basic auth on /metrics with this username; the password is read from PLUMLINE_EXPORTER_PASSWORD"
+    )]
     basic_auth_user: Option<String>,
 
     #[command(flatten)]
