@@ -1,1 +1,158 @@
+//! Shared fixtures of the benches, and the end-to-end export scenarios
+//! that `cargo xtask bench` runs through the `export-e2e` binary.
 
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::tz::TimeZone;
+use plumline_api::{Client, Credentials, RetryPolicy};
+use plumline_export::{Destination, ExportOptions, ExportPlan, ExportSummary, Exporter, NoProgress};
+use plumline_sim::{DEMO_EMAIL, DEMO_KEY, Faults, SimConfig, SimServer};
+
+/// 2025-01-01T00:00:00Z.
+pub const JAN_1_2025: i64 = 1_735_689_600;
+/// Seconds per day.
+pub const DAY: i64 = 86_400;
+
+/// One end-to-end export against the in-process simulator.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// Short name for tables.
+    pub name: &'static str,
+    /// Calls to aim for (the simulator's daily jitter makes the exact count differ slightly).
+    pub target_calls: u64,
+    /// Days the calls are spread over (UTC).
+    pub days: i64,
+    /// Deployment numbers in the simulator (the export is unfiltered).
+    pub numbers: usize,
+    /// Page size asked of the API.
+    pub page_size: u32,
+    /// Requests in flight.
+    pub concurrency: usize,
+    /// Latency the simulator adds to every answer.
+    pub latency: Duration,
+}
+
+impl Scenario {
+    /// 1,000,000 calls over a month, no latency, pages of 10,000.
+    #[must_use]
+    pub fn throughput() -> Self {
+        Scenario {
+            name: "1M calls, 31 days, no latency",
+            target_calls: 1_000_000,
+            days: 31,
+            numbers: 3,
+            page_size: 10_000,
+            concurrency: 8,
+            latency: Duration::ZERO,
+        }
+    }
+
+    /// The same calls over four times the days, to show memory does not grow with days.
+    #[must_use]
+    pub fn throughput_many_days() -> Self {
+        Scenario { name: "1M calls, 124 days, no latency", days: 124, ..Scenario::throughput() }
+    }
+
+    /// 300 pages of 1,000 calls at 100 ms each, 16 in flight.
+    #[must_use]
+    pub fn latency_bound() -> Self {
+        Scenario {
+            name: "300 pages x 100 ms, concurrency 16",
+            target_calls: 300_000,
+            days: 10,
+            numbers: 1,
+            page_size: 1_000,
+            concurrency: 16,
+            latency: Duration::from_millis(100),
+        }
+    }
+
+    /// Every scenario the table shows.
+    #[must_use]
+    pub fn all() -> Vec<Scenario> {
+        vec![Scenario::throughput(), Scenario::throughput_many_days(), Scenario::latency_bound()]
+    }
+
+    /// The simulator configuration: `calls_per_day` scaled so the range
+    /// holds about `target_calls`.
+    #[must_use]
+    pub fn sim_config(&self) -> SimConfig {
+        let (start, end) = self.range();
+        let base = SimConfig::default()
+            .with_seed(42)
+            .with_generated_numbers(self.numbers)
+            .with_data_range(start, end)
+            .with_calls_per_day(1_000.0);
+        let probe = plumline_sim::Simulator::new(base.clone()).expect("valid simulator config");
+        let count = probe.count_in(start, end - 1, None).max(1);
+        let cache = usize::try_from(self.target_calls * 2).unwrap_or(usize::MAX);
+        base.with_calls_per_day(1_000.0 * self.target_calls as f64 / count as f64)
+            .with_cache_calls(cache)
+            .with_faults(Faults::none().with_latency(self.latency))
+    }
+
+    /// The exported range, `[start, end)`.
+    #[must_use]
+    pub fn range(&self) -> (i64, i64) {
+        (JAN_1_2025, JAN_1_2025 + self.days * DAY)
+    }
+}
+
+/// What one run measured.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    /// The export's own summary.
+    pub summary: ExportSummary,
+    /// Pages x latency / concurrency: the floor for a latency-bound run.
+    pub ideal: Duration,
+}
+
+/// Starts the simulator of `scenario` (the caller shuts it down).
+///
+/// # Panics
+/// When the simulator cannot start.
+pub async fn start_sim(scenario: &Scenario) -> SimServer {
+    let server = SimServer::start(scenario.sim_config(), "127.0.0.1:0".parse().expect("address"))
+        .await
+        .expect("simulator starts");
+    // Generate the data before timing, as a real API has it already.
+    let (start, end) = scenario.range();
+    let _ = server.simulator().count_in(start, end - 1, None);
+    server
+}
+
+/// Exports `scenario` from `server` into `dir` and returns the measurements.
+///
+/// # Panics
+/// When the export fails.
+pub async fn run_export(scenario: &Scenario, server: &SimServer, dir: &std::path::Path) -> Measured {
+    let client = Client::builder(server.base_url(), Credentials::new(DEMO_EMAIL, DEMO_KEY))
+        .retry_policy(RetryPolicy::never())
+        .build()
+        .expect("client");
+    let (start, end) = scenario.range();
+    let plan = ExportPlan::new(start, end, TimeZone::UTC, &[]).expect("plan");
+    let options = ExportOptions {
+        concurrency: NonZeroUsize::new(scenario.concurrency).expect("nonzero concurrency"),
+        page_size: scenario.page_size,
+        settle: Duration::ZERO,
+        overwrite: true,
+        ..ExportOptions::default()
+    };
+    let exporter = Exporter::new(Arc::new(client), Destination::local(dir), options).expect("exporter");
+    let summary = exporter.run(&plan, &NoProgress).await.expect("export succeeds");
+    let concurrency = u32::try_from(scenario.concurrency).unwrap_or(u32::MAX);
+    let ideal = scenario.latency * u32::try_from(summary.pages).unwrap_or(u32::MAX) / concurrency;
+    Measured { summary, ideal }
+}
+
+/// Peak resident set size of this process (`VmHWM`), in bytes.
+#[must_use]
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}

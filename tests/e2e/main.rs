@@ -4,5 +4,6 @@
 //! S3-compatible server, Prometheus) find them through environment variables
 //! that `cargo xtask ci` sets after installing them; see [`util::external_tool`].
 
+mod lake;
 mod prometheus;
 mod util;

@@ -1,6 +1,6 @@
 //! The exporter against real Prometheus tools: `promtool` lints a real
 //! scrape and the deploy files, and a real Prometheus server scrapes an
-//! in-process exporter whose counts PromQL must match the ground truth.
+//! in-process exporter whose counts a `PromQL` query must match the ground truth.
 
 use std::io::{Read as _, Write as _};
 use std::net::SocketAddr;
@@ -19,6 +19,8 @@ use crate::util::{external_tool, free_port, run_ok};
 /// 2025-01-10T12:00:00Z, inside the simulated data.
 const T0: i64 = 1_736_510_400;
 const LOOKBACK: i64 = 3_600;
+/// How long Prometheus gets to start and scrape the right figure.
+const PROMETHEUS_TIMEOUT: Duration = Duration::from_secs(90);
 
 fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("deploy")
@@ -43,9 +45,15 @@ impl Setup {
             .with_unknown_types(true)
             .with_live(true)
             .with_clock(SimClock::manual(T0));
-        let sim = SimServer::start(config, ([127, 0, 0, 1], 0).into()).await.expect("start the simulator");
+        let sim = SimServer::start(config, ([127, 0, 0, 1], 0).into())
+            .await
+            .expect("start the simulator");
         let client = Client::builder(sim.base_url(), Credentials::new(DEMO_EMAIL, DEMO_KEY))
-            .retry_policy(RetryPolicy { max_attempts: 2, initial_backoff: Duration::from_millis(1), ..RetryPolicy::default() })
+            .retry_policy(RetryPolicy {
+                max_attempts: 2,
+                initial_backoff: Duration::from_millis(1),
+                ..RetryPolicy::default()
+            })
             .build()
             .expect("client");
         let metrics = Arc::new(Metrics::new().expect("metrics"));
@@ -63,7 +71,9 @@ impl Setup {
         )
         .expect("poller")
         .with_clock(Arc::new(move || clock.now()));
-        let server = MetricsServer::bind(([127, 0, 0, 1], 0).into(), Arc::clone(&metrics), None).await.expect("bind");
+        let server = MetricsServer::bind(([127, 0, 0, 1], 0).into(), Arc::clone(&metrics), None)
+            .await
+            .expect("bind");
         let addr = server.local_addr();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(run_exporter(poller, server, async move {
@@ -76,7 +86,13 @@ impl Setup {
             assert!(Instant::now() < deadline, "the first poll never succeeded");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Setup { sim, metrics, addr, stop: Some(stop), task }
+        Setup {
+            sim,
+            metrics,
+            addr,
+            stop: Some(stop),
+            task,
+        }
     }
 
     /// Moves the simulated clock forward in steps and waits (bounded) until
@@ -116,7 +132,10 @@ impl Setup {
             let _ = stop.send(());
         }
         let done = tokio::time::timeout(Duration::from_secs(10), self.task).await;
-        assert!(matches!(done, Ok(Ok(Ok(())))), "exporter did not stop cleanly: {done:?}");
+        assert!(
+            matches!(done, Ok(Ok(Ok(())))),
+            "exporter did not stop cleanly: {done:?}"
+        );
         self.sim.shutdown().await;
     }
 }
@@ -125,42 +144,75 @@ impl Setup {
 /// status and body.
 async fn http_get(addr: SocketAddr, path_and_query: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     stream
         .write_all(format!("GET {path_and_query} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
         .await
         .expect("write request");
     let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw)).await.expect("bounded").expect("read");
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
+        .await
+        .expect("bounded")
+        .expect("read");
     let text = String::from_utf8_lossy(&raw).into_owned();
     let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (status, body)
 }
 
 fn percent_encode(s: &str) -> String {
     s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
 #[test]
 fn promtool_checks_the_deploy_files() {
-    let Some(promtool) = external_tool("PLUMLINE_TEST_PROMTOOL") else { return };
+    let Some(promtool) = external_tool("PLUMLINE_TEST_PROMTOOL") else {
+        return;
+    };
     let dir = deploy_dir().join("prometheus");
-    run_ok(Command::new(&promtool).current_dir(&dir).args(["check", "config", "prometheus.yml"]));
-    run_ok(Command::new(&promtool).current_dir(&dir).args(["check", "rules", "alerts.yml"]));
-    run_ok(Command::new(&promtool).current_dir(&dir).args(["test", "rules", "alerts_test.yml"]));
+    run_ok(
+        Command::new(&promtool)
+            .current_dir(&dir)
+            .args(["check", "config", "prometheus.yml"]),
+    );
+    run_ok(
+        Command::new(&promtool)
+            .current_dir(&dir)
+            .args(["check", "rules", "alerts.yml"]),
+    );
+    run_ok(
+        Command::new(&promtool)
+            .current_dir(&dir)
+            .args(["test", "rules", "alerts_test.yml"]),
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn promtool_check_metrics_passes_on_a_real_scrape() {
-    let Some(promtool) = external_tool("PLUMLINE_TEST_PROMTOOL") else { return };
+    let Some(promtool) = external_tool("PLUMLINE_TEST_PROMTOOL") else {
+        return;
+    };
     let setup = Setup::start().await;
     setup.advance_and_settle(3).await;
     let (status, body) = http_get(setup.addr, "/metrics").await;
     assert_eq!(status, 200, "{body}");
-    assert!(body.contains("plum_fuse_calls_total{") && body.contains("process_resident_memory_bytes"), "{body}");
+    assert!(
+        body.contains("plum_fuse_calls_total{") && body.contains("process_resident_memory_bytes"),
+        "{body}"
+    );
     let output = tokio::task::spawn_blocking(move || {
         let mut child = Command::new(&promtool)
             .args(["check", "metrics"])
@@ -169,7 +221,12 @@ async fn promtool_check_metrics_passes_on_a_real_scrape() {
             .stderr(Stdio::piped())
             .spawn()
             .expect("run promtool");
-        child.stdin.take().expect("stdin").write_all(body.as_bytes()).expect("feed the scrape");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(body.as_bytes())
+            .expect("feed the scrape");
         (child.wait_with_output().expect("promtool output"), body)
     })
     .await
@@ -211,7 +268,11 @@ impl Drop for PrometheusServer {
 
 /// Runs an instant query; returns the JSON `data.result` array.
 async fn query(prom: &PrometheusServer, promql: &str) -> Vec<serde_json::Value> {
-    let (status, body) = http_get(prom.addr, &format!("/api/v1/query?query={}", percent_encode(promql))).await;
+    let (status, body) = http_get(
+        prom.addr,
+        &format!("/api/v1/query?query={}", percent_encode(promql)),
+    )
+    .await;
     let json: serde_json::Value =
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("{promql}: {e}: HTTP {status} {body}"));
     assert_eq!(json["status"], "success", "{promql}: {body}");
@@ -224,7 +285,9 @@ fn scalar(result: &[serde_json::Value]) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn real_prometheus_scrapes_the_exporter_and_promql_matches_the_ground_truth() {
-    let Some(prometheus) = external_tool("PLUMLINE_TEST_PROMETHEUS") else { return };
+    let Some(prometheus) = external_tool("PLUMLINE_TEST_PROMETHEUS") else {
+        return;
+    };
     let setup = Setup::start().await;
     let want = setup.advance_and_settle(4).await;
     assert!(want > 100, "a meaningful sample: {want}");
@@ -244,7 +307,10 @@ async fn real_prometheus_scrapes_the_exporter_and_promql_matches_the_ground_trut
     let log_file = std::fs::File::create(&log).expect("log file");
     let child = Command::new(&prometheus)
         .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
         .arg(format!("--web.listen-address={addr}"))
         .stdout(Stdio::null())
         .stderr(log_file)
@@ -253,12 +319,16 @@ async fn real_prometheus_scrapes_the_exporter_and_promql_matches_the_ground_trut
     let prom = PrometheusServer { child, log, addr };
 
     // Bounded waits: ready, then the scraped figure equals the ground truth.
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + PROMETHEUS_TIMEOUT;
     loop {
         if tokio::net::TcpStream::connect(addr).await.is_ok() && http_get(addr, "/-/ready").await.0 == 200 {
             break;
         }
-        assert!(Instant::now() < deadline, "Prometheus never became ready\n{}", prom.log());
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus never became ready\n{}",
+            prom.log()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let got = loop {
@@ -266,7 +336,11 @@ async fn real_prometheus_scrapes_the_exporter_and_promql_matches_the_ground_trut
         if got.is_some_and(|g| (g - want as f64).abs() < 0.5) {
             break got;
         }
-        assert!(Instant::now() < deadline, "PromQL says {got:?}, truth {want}\n{}", prom.log());
+        assert!(
+            Instant::now() < deadline,
+            "PromQL says {got:?}, truth {want}\n{}",
+            prom.log()
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     assert!(got.is_some());
@@ -277,12 +351,17 @@ async fn real_prometheus_scrapes_the_exporter_and_promql_matches_the_ground_trut
     assert_eq!(up, Some(1.0));
     // One series per number and direction, each labelled as the contract says.
     let by_number = query(&prom, "sum by (number) (plum_fuse_calls_total)").await;
-    assert_eq!(by_number.len(), setup.sim.simulator().numbers().len(), "{by_number:?}");
+    assert_eq!(
+        by_number.len(),
+        setup.sim.simulator().numbers().len(),
+        "{by_number:?}"
+    );
 
     // Every dashboard query parses and runs.
-    let dashboard: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(deploy_dir().join("grafana/plumline.json")).expect("dashboard"))
-            .expect("dashboard JSON");
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(deploy_dir().join("grafana/plumline.json")).expect("dashboard"),
+    )
+    .expect("dashboard JSON");
     let mut checked = 0;
     for panel in dashboard["panels"].as_array().expect("panels") {
         for target in panel["targets"].as_array().into_iter().flatten() {

@@ -17,13 +17,21 @@ pub fn check(root: &Path) -> anyhow::Result<()> {
     };
 
     // Every member inherits the workspace lints and dependencies.
-    let mut manifests = vec![root.join("xtask/Cargo.toml"), root.join("benches/Cargo.toml"), root.join("tests/Cargo.toml")];
+    let mut manifests = vec![
+        root.join("xtask/Cargo.toml"),
+        root.join("benches/Cargo.toml"),
+        root.join("tests/Cargo.toml"),
+    ];
     for entry in fs::read_dir(root.join("crates")).context("reading crates/")? {
         let dir = entry?.path();
         if dir.is_dir() {
-            let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let manifest = dir.join("Cargo.toml");
-            let text = fs::read_to_string(&manifest).with_context(|| format!("reading {}", manifest.display()))?;
+            let text =
+                fs::read_to_string(&manifest).with_context(|| format!("reading {}", manifest.display()))?;
             if !text.contains(&format!("name = \"{name}\"")) {
                 problem(format!("crates/{name}: the folder name must be the package name"));
             }
@@ -37,8 +45,12 @@ pub fn check(root: &Path) -> anyhow::Result<()> {
             problem(format!("{shown}: missing `[lints] workspace = true`"));
         }
         for line in section(&text, "dependencies").chain(section(&text, "dev-dependencies")) {
-            if line.contains('=') && !line.contains("workspace = true") && !line.trim_start().starts_with('#') {
-                problem(format!("{shown}: `{}` must come from [workspace.dependencies]", line.trim()));
+            if line.contains('=') && !line.contains("workspace = true") && !line.trim_start().starts_with('#')
+            {
+                problem(format!(
+                    "{shown}: `{}` must come from [workspace.dependencies]",
+                    line.trim()
+                ));
             }
         }
     }
@@ -66,12 +78,17 @@ pub fn check(root: &Path) -> anyhow::Result<()> {
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .collect();
     if first_block != ["cargo run -p plumline -- demo", "cargo xtask ci"] {
-        problem(format!("README.md's first code block must be the demo and test commands, found {first_block:?}"));
+        problem(format!(
+            "README.md's first code block must be the demo and test commands, found {first_block:?}"
+        ));
     }
 
     // .ci/run calls the README's test command and little else.
     let ci = fs::read_to_string(root.join(".ci/run")).context("reading .ci/run")?;
-    if !ci.lines().any(|l| l.trim_start().starts_with("cargo xtask ci") || l.contains("exec cargo xtask ci")) {
+    if !ci
+        .lines()
+        .any(|l| l.trim_start().starts_with("cargo xtask ci") || l.contains("exec cargo xtask ci"))
+    {
         problem(".ci/run must run `cargo xtask ci`".to_owned());
     }
 
@@ -84,7 +101,9 @@ pub fn check(root: &Path) -> anyhow::Result<()> {
         "plum_fuse_exporter_last_success_timestamp_seconds",
     ] {
         if !metrics_src.contains(name) {
-            problem(format!("crates/plumline-metrics does not define the contract's metric `{name}`"));
+            problem(format!(
+                "crates/plumline-metrics does not define the contract's metric `{name}`"
+            ));
         }
     }
 
@@ -92,7 +111,10 @@ pub fn check(root: &Path) -> anyhow::Result<()> {
     for dir in ["crates", "tests", "benches", "deploy"] {
         find_files(&root.join(dir), &mut |path| {
             if path.extension().is_some_and(|e| e == "parquet") {
-                problem(format!("{}: Parquet output must not live in the tree", path.display()));
+                problem(format!(
+                    "{}: Parquet output must not live in the tree",
+                    path.display()
+                ));
             }
         })?;
     }
@@ -107,7 +129,10 @@ pub fn check(root: &Path) -> anyhow::Result<()> {
 /// The lines of a TOML `[name]` table.
 fn section<'a>(text: &'a str, name: &str) -> impl Iterator<Item = &'a str> {
     let header = format!("[{name}]");
-    text.lines().skip_while(move |l| l.trim() != header).skip(1).take_while(|l| !l.trim_start().starts_with('['))
+    text.lines()
+        .skip_while(move |l| l.trim() != header)
+        .skip(1)
+        .take_while(|l| !l.trim_start().starts_with('['))
 }
 
 fn read_tree(dir: &Path) -> anyhow::Result<String> {

@@ -22,19 +22,31 @@ const PYTHON_PACKAGES: &[&str] = &["pyarrow", "duckdb", "moto[server]"];
 pub fn install_all() -> anyhow::Result<Tools> {
     let python = ensure_venv()?;
     let (promtool, prometheus) = ensure_prometheus()?;
-    Ok(Tools { python, promtool, prometheus })
+    Ok(Tools {
+        python,
+        promtool,
+        prometheus,
+    })
 }
 
 fn ensure_venv() -> anyhow::Result<PathBuf> {
     let venv = project_root().join(".venv");
     let python = venv.join("bin").join("python");
     let check = "import pyarrow, duckdb, moto.server";
-    if python.exists() && Command::new(&python).args(["-c", check]).output().is_ok_and(|o| o.status.success()) {
+    if python.exists()
+        && Command::new(&python)
+            .args(["-c", check])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    {
         return Ok(python);
     }
-    let system_python = which(&["python3", "python"]).context("no python3 on PATH: install Python 3.9+ (e.g. apt-get install python3-venv)")?;
+    let system_python = which(&["python3", "python"])
+        .context("no python3 on PATH: install Python 3.9+ (e.g. apt-get install python3-venv)")?;
     run(Command::new(system_python).args(["-m", "venv"]).arg(&venv))?;
-    run(Command::new(&python).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"]).args(PYTHON_PACKAGES))?;
+    run(Command::new(&python)
+        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+        .args(PYTHON_PACKAGES))?;
     Ok(python)
 }
 
@@ -43,7 +55,9 @@ fn ensure_prometheus() -> anyhow::Result<(PathBuf, PathBuf)> {
         return Ok((promtool, prometheus));
     }
     if !is_root() {
-        bail!("promtool/prometheus not found: install Debian's `prometheus` package (sudo apt-get install prometheus) and rerun");
+        bail!(
+            "promtool/prometheus not found: install Debian's `prometheus` package (sudo apt-get install prometheus) and rerun"
+        );
     }
     run(Command::new("apt-get").args(["update", "-qq"]))?;
     run(Command::new("apt-get")
@@ -58,7 +72,10 @@ fn ensure_prometheus() -> anyhow::Result<(PathBuf, PathBuf)> {
 
 /// Installs cargo-deny with `cargo install --locked` if it is missing.
 pub fn ensure_cargo_deny() -> anyhow::Result<()> {
-    let present = crate::cargo().args(["deny", "--version"]).output().is_ok_and(|o| o.status.success());
+    let present = crate::cargo()
+        .args(["deny", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !present {
         run(crate::cargo().args(["install", "--locked", "cargo-deny"]))?;
     }
@@ -68,15 +85,21 @@ pub fn ensure_cargo_deny() -> anyhow::Result<()> {
 fn which(names: &[&str]) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     names.iter().find_map(|name| {
-        std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| is_executable(p))
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(name))
+            .find(|p| is_executable(p))
     })
 }
 
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt as _;
-    path.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }

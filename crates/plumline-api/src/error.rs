@@ -27,7 +27,9 @@ pub enum ApiError {
     },
     /// 405: the server only accepts GET here; the base URL probably points
     /// at something that is not the calls endpoint.
-    #[error("the API answered 405 method not allowed: check that the base URL points at the Fuse API (e.g. https://fuse.plumvoice.com/api)")]
+    #[error(
+        "the API answered 405 method not allowed: check that the base URL points at the Fuse API (e.g. https://fuse.plumvoice.com/api)"
+    )]
     MethodNotAllowed,
     /// 429: throttled by the server.
     #[error("the API is rate limiting requests (HTTP 429){}: lower --concurrency or set a request budget",
@@ -55,7 +57,9 @@ pub enum ApiError {
         message: Option<String>,
     },
     /// The request did not complete in time.
-    #[error("the request to the API timed out after {0:?}: the server may be overloaded; try a larger timeout or lower concurrency")]
+    #[error(
+        "the request to the API timed out after {0:?}: the server may be overloaded; try a larger timeout or lower concurrency"
+    )]
     Timeout(Duration),
     /// Connecting, sending, or reading the body failed.
     #[error("could not reach the API at {host}")]

@@ -31,7 +31,11 @@ impl CallQuery {
                 "start ({start}) is after end ({end}): swap them or widen the window"
             )));
         }
-        Ok(CallQuery { start, end, number: None })
+        Ok(CallQuery {
+            start,
+            end,
+            number: None,
+        })
     }
 
     /// The same query for one deployment number.
@@ -104,7 +108,11 @@ impl PageRequest {
     /// The same query at another offset.
     #[must_use]
     pub fn at_offset(&self, offset: u64) -> Self {
-        PageRequest { query: self.query.clone(), limit: self.limit, offset }
+        PageRequest {
+            query: self.query.clone(),
+            limit: self.limit,
+            offset,
+        }
     }
 }
 
@@ -113,7 +121,9 @@ pub fn validate_limit(limit: u32) -> Result<(), ApiError> {
     if (1..=MAX_LIMIT).contains(&limit) {
         Ok(())
     } else {
-        Err(ApiError::InvalidQuery(format!("page size {limit} is out of range: the API accepts 1 to {MAX_LIMIT}")))
+        Err(ApiError::InvalidQuery(format!(
+            "page size {limit} is out of range: the API accepts 1 to {MAX_LIMIT}"
+        )))
     }
 }
 
@@ -138,7 +148,9 @@ mod tests {
 
     #[test]
     fn empty_number_means_unfiltered() {
-        let q = CallQuery::new(0, 1).expect("valid").with_number(Some(String::new()));
+        let q = CallQuery::new(0, 1)
+            .expect("valid")
+            .with_number(Some(String::new()));
         assert_eq!(q.number(), None);
     }
 }

@@ -48,7 +48,10 @@ impl WireFormat {
     /// kinder than failing on what was asked for.
     #[must_use]
     pub fn sniff(body: &[u8]) -> Option<Self> {
-        match body.iter().find(|b| !b.is_ascii_whitespace() && **b != 0xEF && **b != 0xBB && **b != 0xBF)? {
+        match body
+            .iter()
+            .find(|b| !b.is_ascii_whitespace() && **b != 0xEF && **b != 0xBB && **b != 0xBF)?
+        {
             b'<' => Some(WireFormat::Xml),
             b'{' | b'[' => Some(WireFormat::Json),
             _ => None,
@@ -88,7 +91,11 @@ pub struct DecodeError {
 
 impl DecodeError {
     fn new(format: WireFormat, reason: impl fmt::Display, body: &[u8]) -> Self {
-        DecodeError { format, reason: reason.to_string(), snippet: snippet(body) }
+        DecodeError {
+            format,
+            reason: reason.to_string(),
+            snippet: snippet(body),
+        }
     }
 }
 
@@ -137,7 +144,13 @@ pub fn decode_json(body: &[u8]) -> Result<CallPage, DecodeError> {
     }
     let envelope: Envelope =
         serde_json::from_slice(body).map_err(|e| DecodeError::new(WireFormat::Json, e, body))?;
-    finish(envelope.calls, envelope.total_calls, envelope.error.is_some(), WireFormat::Json, body)
+    finish(
+        envelope.calls,
+        envelope.total_calls,
+        envelope.error.is_some(),
+        WireFormat::Json,
+        body,
+    )
 }
 
 /// Decodes an XML page (`<result><calls><item>…</item></calls><total_calls>N</total_calls></result>`).
@@ -180,9 +193,12 @@ pub fn decode_xml(body: &[u8]) -> Result<CallPage, DecodeError> {
     let mut calls = Vec::with_capacity(items.len());
     for item in items {
         calls.push(Call {
-            start: lenient::parse_i64(&item.start).map_err(|e| fail(&format_args!("call {}: start: {e}", item.session_id)))?,
-            end: lenient::parse_i64(&item.end).map_err(|e| fail(&format_args!("call {}: end: {e}", item.session_id)))?,
-            log: lenient::parse_bool(&item.log).map_err(|e| fail(&format_args!("call {}: log: {e}", item.session_id)))?,
+            start: lenient::parse_i64(&item.start)
+                .map_err(|e| fail(&format_args!("call {}: start: {e}", item.session_id)))?,
+            end: lenient::parse_i64(&item.end)
+                .map_err(|e| fail(&format_args!("call {}: end: {e}", item.session_id)))?,
+            log: lenient::parse_bool(&item.log)
+                .map_err(|e| fail(&format_args!("call {}: log: {e}", item.session_id)))?,
             call_type: crate::model::CallType::from_wire(item.call_type.trim()),
             dest: item.dest,
             src: item.src,
@@ -198,7 +214,13 @@ pub fn decode_xml(body: &[u8]) -> Result<CallPage, DecodeError> {
         ),
         None => None,
     };
-    finish(calls, total_calls, envelope.error.is_some(), WireFormat::Xml, body)
+    finish(
+        calls,
+        total_calls,
+        envelope.error.is_some(),
+        WireFormat::Xml,
+        body,
+    )
 }
 
 fn finish(
@@ -267,7 +289,10 @@ pub(crate) mod lenient {
             return Ok(i);
         }
         match t.parse::<f64>() {
-            #[allow(clippy::cast_possible_truncation, reason = "only whole values in range are accepted")]
+            #[allow(
+                clippy::cast_possible_truncation,
+                reason = "only whole values in range are accepted"
+            )]
             Ok(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(f as i64),
             _ => Err(format!("expected an integer, got {v:?}")),
         }
@@ -315,7 +340,9 @@ pub(crate) mod lenient {
 
     pub(crate) fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
         let v = d.deserialize_any(IntVisitor)?;
-        u64::try_from(v).map(Some).map_err(|_| de::Error::custom(format!("expected a count, got {v}")))
+        u64::try_from(v)
+            .map(Some)
+            .map_err(|_| de::Error::custom(format!("expected a count, got {v}")))
     }
 
     struct BoolVisitor;
@@ -455,8 +482,20 @@ mod tests {
         assert_eq!(
             page.calls,
             vec![
-                call("8009957586", "2125551234", 1_529_552_691, 1_529_552_697, "300060;001;1529552581"),
-                call("8009957586", "6175551234", 1_529_550_008, 1_529_550_036, "400050;001;1529549919"),
+                call(
+                    "8009957586",
+                    "2125551234",
+                    1_529_552_691,
+                    1_529_552_697,
+                    "300060;001;1529552581"
+                ),
+                call(
+                    "8009957586",
+                    "6175551234",
+                    1_529_550_008,
+                    1_529_550_036,
+                    "400050;001;1529549919"
+                ),
             ]
         );
     }
@@ -468,33 +507,69 @@ mod tests {
         assert_eq!(
             page.calls,
             vec![
-                call("8669077078", "3472550011", 1_529_552_691, 1_529_552_697, "300060;001;1529552581"),
-                call("8338605949", "3472550011", 1_529_550_008, 1_529_550_036, "400050;001;1529549919"),
+                call(
+                    "8669077078",
+                    "3472550011",
+                    1_529_552_691,
+                    1_529_552_697,
+                    "300060;001;1529552581"
+                ),
+                call(
+                    "8338605949",
+                    "3472550011",
+                    1_529_550_008,
+                    1_529_550_036,
+                    "400050;001;1529549919"
+                ),
             ]
         );
     }
 
     #[test]
     fn quirks_are_tolerated() {
-        // (body, expected total, expected first call's (start, log, type))
-        let cases: &[(&str, u64, Option<(i64, bool, &str)>)] = &[
-            (r#"{"calls":[{"dest":"1","src":"2","start":"1575898386","end":"1575898390","session_id":"a","type":"inbound","log":"true"}],"total_calls":"1"}"#, 1, Some((1_575_898_386, true, "inbound"))),
-            (r#"{"calls":[{"dest":1,"src":2,"start":10,"end":11,"session_id":"a","type":"outbound","log":1}],"total_calls":1}"#, 1, Some((10, true, "outbound"))),
-            (r#"{"calls":[{"dest":"1","src":"2","start":10.0,"end":11,"session_id":"a","type":"conference","log":"0","extra":{"x":[1]}}],"total_calls":1,"page":3}"#, 1, Some((10, false, "conference"))),
-            (r#"{"calls":{"0":{"dest":"1","src":"2","start":10,"end":11,"session_id":"a","type":"transfer","log":false}},"total_calls":1}"#, 1, Some((10, false, "transfer"))),
+        // (body, total_calls, first call's (start, log, type))
+        type Case<'a> = (&'a str, u64, Option<(i64, bool, &'a str)>);
+        let cases: &[Case<'_>] = &[
+            (
+                r#"{"calls":[{"dest":"1","src":"2","start":"1575898386","end":"1575898390","session_id":"a","type":"inbound","log":"true"}],"total_calls":"1"}"#,
+                1,
+                Some((1_575_898_386, true, "inbound")),
+            ),
+            (
+                r#"{"calls":[{"dest":1,"src":2,"start":10,"end":11,"session_id":"a","type":"outbound","log":1}],"total_calls":1}"#,
+                1,
+                Some((10, true, "outbound")),
+            ),
+            (
+                r#"{"calls":[{"dest":"1","src":"2","start":10.0,"end":11,"session_id":"a","type":"conference","log":"0","extra":{"x":[1]}}],"total_calls":1,"page":3}"#,
+                1,
+                Some((10, false, "conference")),
+            ),
+            (
+                r#"{"calls":{"0":{"dest":"1","src":"2","start":10,"end":11,"session_id":"a","type":"transfer","log":false}},"total_calls":1}"#,
+                1,
+                Some((10, false, "transfer")),
+            ),
             (r#"{"calls":[],"total_calls":0}"#, 0, None),
             (r#"{"total_calls":0}"#, 0, None),
             (r#"{"calls":null,"total_calls":0}"#, 0, None),
             (r#"{"calls":"","total_calls":"0"}"#, 0, None),
             ("<result><total_calls>0</total_calls></result>", 0, None),
             ("<result><calls/><total_calls>0</total_calls></result>", 0, None),
-            ("<?xml version=\"1.0\"?><result><calls><item><dest>1</dest><src>Outbound</src><start>5</start><end>9</end><session_id>s</session_id><type>outbound</type><log>1</log><extra>x</extra></item></calls><total_calls>7</total_calls></result>", 7, Some((5, true, "outbound"))),
+            (
+                "<?xml version=\"1.0\"?><result><calls><item><dest>1</dest><src>Outbound</src><start>5</start><end>9</end><session_id>s</session_id><type>outbound</type><log>1</log><extra>x</extra></item></calls><total_calls>7</total_calls></result>",
+                7,
+                Some((5, true, "outbound")),
+            ),
         ];
         for (body, total, first) in cases {
             let page = decode_page(body.as_bytes(), WireFormat::Json)
                 .unwrap_or_else(|e| panic!("body {body} failed to decode: {e}"));
             assert_eq!(page.total_calls, *total, "total of {body}");
-            let got = page.calls.first().map(|c| (c.start, c.log, c.call_type.as_str().to_owned()));
+            let got = page
+                .calls
+                .first()
+                .map(|c| (c.start, c.log, c.call_type.as_str().to_owned()));
             let want = first.map(|(s, l, t)| (s, l, t.to_owned()));
             assert_eq!(got, want, "first call of {body}");
         }
@@ -504,7 +579,10 @@ mod tests {
     fn unknown_type_is_kept_verbatim() {
         let page = decode_json(br#"{"calls":[{"dest":"1","src":"2","start":1,"end":2,"session_id":"a","type":"Sip-Refer","log":true}],"total_calls":1}"#).expect("decodes");
         assert_eq!(page.calls[0].call_type, CallType::Other("Sip-Refer".into()));
-        assert_eq!(serde_json::to_string(&page.calls[0].call_type).expect("serializes"), r#""Sip-Refer""#);
+        assert_eq!(
+            serde_json::to_string(&page.calls[0].call_type).expect("serializes"),
+            r#""Sip-Refer""#
+        );
     }
 
     #[test]
@@ -521,7 +599,11 @@ mod tests {
         for (body, needle) in cases {
             let err = decode_page(body, WireFormat::Json).expect_err("must fail");
             let msg = err.to_string();
-            assert!(msg.contains(needle), "error for {:?} was {msg:?}, wanted {needle:?}", String::from_utf8_lossy(body));
+            assert!(
+                msg.contains(needle),
+                "error for {:?} was {msg:?}, wanted {needle:?}",
+                String::from_utf8_lossy(body)
+            );
             assert!(msg.contains("body starts with"), "{msg}");
         }
     }
@@ -538,9 +620,18 @@ mod tests {
 
     #[test]
     fn error_messages_from_both_formats() {
-        assert_eq!(error_message(br#"{"error":"database error"}"#).as_deref(), Some("database error"));
-        assert_eq!(error_message(br#"{"error":"auth","type":"x","message":"inactive account"}"#).as_deref(), Some("auth: inactive account"));
-        assert_eq!(error_message(b"<result><error>Invalid credentials</error></result>").as_deref(), Some("Invalid credentials"));
+        assert_eq!(
+            error_message(br#"{"error":"database error"}"#).as_deref(),
+            Some("database error")
+        );
+        assert_eq!(
+            error_message(br#"{"error":"auth","type":"x","message":"inactive account"}"#).as_deref(),
+            Some("auth: inactive account")
+        );
+        assert_eq!(
+            error_message(b"<result><error>Invalid credentials</error></result>").as_deref(),
+            Some("Invalid credentials")
+        );
         assert_eq!(error_message(b"Internal Server Error"), None);
     }
 

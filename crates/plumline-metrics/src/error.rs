@@ -49,7 +49,9 @@ fn bind_hint(error: &io::Error) -> &'static str {
             " (the address is already in use: stop the other process or choose another address with --listen)"
         }
         io::ErrorKind::AddrNotAvailable => " (no local interface has this address: check --listen)",
-        io::ErrorKind::PermissionDenied => " (permission denied: ports below 1024 need privileges; choose another port)",
+        io::ErrorKind::PermissionDenied => {
+            " (permission denied: ports below 1024 need privileges; choose another port)"
+        }
         _ => "",
     }
 }
@@ -67,7 +69,10 @@ mod tests {
             (io::ErrorKind::PermissionDenied, "permission denied"),
         ];
         for (kind, needle) in cases {
-            let err = MetricsError::Bind { addr, source: io::Error::from(kind) };
+            let err = MetricsError::Bind {
+                addr,
+                source: io::Error::from(kind),
+            };
             let text = err.to_string();
             assert!(text.contains("127.0.0.1:9877") && text.contains(needle), "{text}");
         }

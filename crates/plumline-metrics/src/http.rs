@@ -40,7 +40,10 @@ pub struct BasicAuth {
 
 impl fmt::Debug for BasicAuth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BasicAuth").field("username", &self.username).field("password", &"[redacted]").finish()
+        f.debug_struct("BasicAuth")
+            .field("username", &self.username)
+            .field("password", &"[redacted]")
+            .finish()
     }
 }
 
@@ -53,10 +56,14 @@ impl BasicAuth {
     pub fn new(username: impl Into<String>, password: impl Into<String>) -> Result<Self, MetricsError> {
         let (username, password) = (username.into(), password.into());
         if username.is_empty() || username.contains(':') {
-            return Err(MetricsError::InvalidConfig("the basic-auth username must be non-empty and hold no ':'".into()));
+            return Err(MetricsError::InvalidConfig(
+                "the basic-auth username must be non-empty and hold no ':'".into(),
+            ));
         }
         if password.is_empty() {
-            return Err(MetricsError::InvalidConfig("the basic-auth password is empty".into()));
+            return Err(MetricsError::InvalidConfig(
+                "the basic-auth password is empty".into(),
+            ));
         }
         Ok(BasicAuth { username, password })
     }
@@ -64,13 +71,21 @@ impl BasicAuth {
     /// Whether an `Authorization` header carries these credentials.
     #[must_use]
     pub fn accepts(&self, header: Option<&HeaderValue>) -> bool {
-        let Some(value) = header.and_then(|h| h.to_str().ok()) else { return false };
-        let Some((scheme, encoded)) = value.trim().split_once(' ') else { return false };
+        let Some(value) = header.and_then(|h| h.to_str().ok()) else {
+            return false;
+        };
+        let Some((scheme, encoded)) = value.trim().split_once(' ') else {
+            return false;
+        };
         if !scheme.eq_ignore_ascii_case("basic") {
             return false;
         }
-        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else { return false };
-        let Some(colon) = decoded.iter().position(|&b| b == b':') else { return false };
+        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
+            return false;
+        };
+        let Some(colon) = decoded.iter().position(|&b| b == b':') else {
+            return false;
+        };
         let (user, pass) = (&decoded[..colon], &decoded[colon + 1..]);
         // `&`, not `&&`: check both so the time does not tell which was wrong.
         constant_time_eq(user, self.username.as_bytes()) & constant_time_eq(pass, self.password.as_bytes())
@@ -104,10 +119,23 @@ impl MetricsServer {
     ///
     /// # Errors
     /// [`MetricsError::Bind`], with a hint for an address in use.
-    pub async fn bind(addr: SocketAddr, metrics: Arc<Metrics>, auth: Option<BasicAuth>) -> Result<Self, MetricsError> {
-        let listener = TcpListener::bind(addr).await.map_err(|source| MetricsError::Bind { addr, source })?;
-        let local_addr = listener.local_addr().map_err(|source| MetricsError::Bind { addr, source })?;
-        Ok(MetricsServer { listener, local_addr, metrics, auth: auth.map(Arc::new) })
+    pub async fn bind(
+        addr: SocketAddr,
+        metrics: Arc<Metrics>,
+        auth: Option<BasicAuth>,
+    ) -> Result<Self, MetricsError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| MetricsError::Bind { addr, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| MetricsError::Bind { addr, source })?;
+        Ok(MetricsServer {
+            listener,
+            local_addr,
+            metrics,
+            auth: auth.map(Arc::new),
+        })
     }
 
     /// The address actually bound.
@@ -130,7 +158,9 @@ impl MetricsServer {
         let mut shutdown = std::pin::pin!(shutdown);
         let graceful = GracefulShutdown::new();
         let mut builder = hyper::server::conn::http1::Builder::new();
-        builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT);
         info!(addr = %self.local_addr, auth = self.auth.is_some(), "serving metrics");
         loop {
             let (stream, peer) = tokio::select! {
@@ -172,7 +202,11 @@ impl MetricsServer {
 /// other methods there; 404 elsewhere; 401 without the configured
 /// credentials (except `/healthz`).
 #[must_use]
-pub fn respond<B>(request: &Request<B>, metrics: &Metrics, auth: Option<&BasicAuth>) -> Response<Full<Bytes>> {
+pub fn respond<B>(
+    request: &Request<B>,
+    metrics: &Metrics,
+    auth: Option<&BasicAuth>,
+) -> Response<Full<Bytes>> {
     let path = request.uri().path();
     let public = match path {
         "/healthz" => true,
@@ -181,16 +215,19 @@ pub fn respond<B>(request: &Request<B>, metrics: &Metrics, auth: Option<&BasicAu
     };
     if request.method() != Method::GET && request.method() != Method::HEAD {
         let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed: use GET\n");
-        response.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return response;
     }
     if let (false, Some(auth)) = (public, auth)
         && !auth.accepts(request.headers().get(AUTHORIZATION))
     {
         let mut response = plain(StatusCode::UNAUTHORIZED, "unauthorized\n");
-        response
-            .headers_mut()
-            .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"plumline\", charset=\"UTF-8\""));
+        response.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"plumline\", charset=\"UTF-8\""),
+        );
         return response;
     }
     match path {
@@ -198,8 +235,12 @@ pub fn respond<B>(request: &Request<B>, metrics: &Metrics, auth: Option<&BasicAu
         "/metrics" => match metrics.render() {
             Ok(body) => {
                 let mut response = Response::new(Full::new(Bytes::from(body)));
-                response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(METRICS_CONTENT_TYPE));
-                response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                response
+                    .headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static(METRICS_CONTENT_TYPE));
+                response
+                    .headers_mut()
+                    .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 response
             }
             Err(error) => {
@@ -209,7 +250,9 @@ pub fn respond<B>(request: &Request<B>, metrics: &Metrics, auth: Option<&BasicAu
         },
         _ => {
             let mut response = Response::new(Full::new(Bytes::from_static(LANDING_PAGE.as_bytes())));
-            response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
             response
         }
     }
@@ -218,7 +261,10 @@ pub fn respond<B>(request: &Request<B>, metrics: &Metrics, auth: Option<&BasicAu
 fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *response.status_mut() = status;
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
 }
 
@@ -249,7 +295,10 @@ mod tests {
     }
 
     fn basic(user: &str, pass: &str) -> String {
-        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}")))
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+        )
     }
 
     async fn body(response: Response<Full<Bytes>>) -> String {
@@ -262,9 +311,21 @@ mod tests {
         let metrics = Metrics::new().expect("metrics");
         // (method, path, status, content type prefix, body needle)
         let cases = [
-            (Method::GET, "/metrics", 200, "text/plain; version=0.0.4", "# TYPE plum_fuse_up gauge"),
+            (
+                Method::GET,
+                "/metrics",
+                200,
+                "text/plain; version=0.0.4",
+                "# TYPE plum_fuse_up gauge",
+            ),
             (Method::HEAD, "/metrics", 200, "text/plain; version=0.0.4", ""),
-            (Method::GET, "/metrics?x=1", 200, "text/plain; version=0.0.4", "plum_fuse_up"),
+            (
+                Method::GET,
+                "/metrics?x=1",
+                200,
+                "text/plain; version=0.0.4",
+                "plum_fuse_up",
+            ),
             (Method::GET, "/healthz", 200, "text/plain", "ok"),
             (Method::GET, "/", 200, "text/html", "href=\"metrics\""),
             (Method::GET, "/nope", 404, "text/plain", "not found"),
@@ -275,10 +336,18 @@ mod tests {
         for (method, path, status, content_type, needle) in cases {
             let response = respond(&request(method.clone(), path, None), &metrics, None);
             assert_eq!(response.status().as_u16(), status, "{method} {path}");
-            let ct = response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+            let ct = response
+                .headers()
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
             assert!(ct.starts_with(content_type), "{method} {path}: {ct}");
             if status == 405 {
-                assert_eq!(response.headers().get(ALLOW).map(HeaderValue::as_bytes), Some(&b"GET, HEAD"[..]));
+                assert_eq!(
+                    response.headers().get(ALLOW).map(HeaderValue::as_bytes),
+                    Some(&b"GET, HEAD"[..])
+                );
             }
             assert!(body(response).await.contains(needle), "{method} {path}");
         }
@@ -303,7 +372,11 @@ mod tests {
             ("/nope", Some(good), 404),
         ];
         for (path, header, status) in cases {
-            let response = respond(&request(Method::GET, path, header.as_deref()), &metrics, Some(&auth));
+            let response = respond(
+                &request(Method::GET, path, header.as_deref()),
+                &metrics,
+                Some(&auth),
+            );
             assert_eq!(response.status().as_u16(), status, "{path} {header:?}");
             if status == 401 {
                 assert!(response.headers().contains_key(WWW_AUTHENTICATE));
@@ -316,7 +389,13 @@ mod tests {
 
     #[test]
     fn constant_time_eq_is_eq() {
-        for (a, b) in [("", ""), ("a", "a"), ("a", "b"), ("ab", "a"), ("secret", "secreT")] {
+        for (a, b) in [
+            ("", ""),
+            ("a", "a"),
+            ("a", "b"),
+            ("ab", "a"),
+            ("secret", "secreT"),
+        ] {
             assert_eq!(constant_time_eq(a.as_bytes(), b.as_bytes()), a == b, "{a} {b}");
         }
     }
@@ -324,7 +403,9 @@ mod tests {
     #[tokio::test]
     async fn serves_over_tcp_and_shuts_down() {
         let metrics = Arc::new(Metrics::new().expect("metrics"));
-        let server = MetricsServer::bind(([127, 0, 0, 1], 0).into(), metrics, None).await.expect("bind");
+        let server = MetricsServer::bind(([127, 0, 0, 1], 0).into(), metrics, None)
+            .await
+            .expect("bind");
         let addr = server.local_addr();
         let in_use = MetricsServer::bind(addr, Arc::new(Metrics::new().expect("metrics")), None).await;
         let err = in_use.expect_err("port in use").to_string();
@@ -335,10 +416,16 @@ mod tests {
             let _ = stopped.await;
         }));
         let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.expect("write");
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
         let mut answer = String::new();
         stream.read_to_string(&mut answer).await.expect("read");
-        assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok\n"), "{answer}");
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok\n"),
+            "{answer}"
+        );
         stop.send(()).expect("server alive");
         let done = tokio::time::timeout(Duration::from_secs(10), task).await;
         assert!(matches!(done, Ok(Ok(Ok(())))), "{done:?}");

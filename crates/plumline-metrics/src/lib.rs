@@ -65,6 +65,7 @@
 //!
 //! This is the only crate that knows Prometheus.
 
+mod calls;
 mod dedupe;
 mod error;
 mod http;
@@ -79,8 +80,8 @@ pub use http::{BasicAuth, MetricsServer, respond};
 pub use metrics::{CALL_DURATION_BUCKETS, CONTENT_TYPE, CallSeries, LATENCY_BUCKETS, Metrics};
 use plumline_api::PageSource;
 pub use poller::{
-    Clock, MAX_FAILURE_BACKOFF, PollReport, Poller, PollerConfig, SystemClock, TargetError, UNATTRIBUTED_NUMBER,
-    attributed_number, next_delay,
+    Clock, MAX_FAILURE_BACKOFF, PollReport, Poller, PollerConfig, SystemClock, TargetError,
+    UNATTRIBUTED_NUMBER, attributed_number, next_delay,
 };
 
 /// Runs the exporter: serves `server` and polls with `poller` until

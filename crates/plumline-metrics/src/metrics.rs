@@ -2,12 +2,12 @@
 
 use std::collections::BTreeMap;
 
-use prometheus::core::Collector;
 use prometheus::{
-    Encoder as _, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Encoder as _, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
 
+use crate::calls::CallFamilies;
 use crate::error::MetricsError;
 
 /// The `Content-Type` of a scrape: the text exposition format 0.0.4.
@@ -19,29 +19,34 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// (support queues); the buckets are dense where most calls fall (under
 /// five minutes) and reach an hour, so quantiles up to p99 stay meaningful.
 /// Longer calls land in `+Inf`.
-pub const CALL_DURATION_BUCKETS: [f64; 14] =
-    [5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 180.0, 300.0, 600.0, 900.0, 1200.0, 1800.0, 2700.0, 3600.0];
+pub const CALL_DURATION_BUCKETS: [f64; 14] = [
+    5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 180.0, 300.0, 600.0, 900.0, 1200.0, 1800.0, 2700.0, 3600.0,
+];
 
 /// Upper bounds (seconds) for the API request and poll duration histograms.
-pub const LATENCY_BUCKETS: [f64; 12] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0];
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0,
+];
 
-/// Every metric the exporter serves, in one [`Registry`] of its own.
+/// Every metric the exporter serves.
 ///
-/// Updates are lock-free atomics (plus one lock per label lookup), and a
-/// scrape only reads: rendering never waits on the API. The registry is
-/// not the `prometheus` crate's global default, so several exporters (in
-/// tests, say) can live in one process.
+/// The call families (`plum_fuse_calls_total`,
+/// `plum_fuse_call_duration_seconds`), one series per number and
+/// direction, live in a compact table rendered straight to text, as
+/// scrapes of thousands of series must stay fast; the exporter's own
+/// health and the process metrics live in a `prometheus` [`Registry`] of
+/// their own (not the crate's global default, so several exporters, in
+/// tests say, can share a process). A scrape only reads: rendering never
+/// waits on the API.
 ///
 /// ## Memory Usage
-/// One counter and one histogram (15 buckets) per `(number, direction)`
-/// pair: about 300 bytes per pair, 1 MB for 1,000 numbers × 3 directions.
-/// Series are never removed while the process runs, as counters must not
-/// vanish between scrapes.
+/// About 250 bytes per `(number, direction)` pair: 750 KB for 1,000
+/// numbers × 3 directions. Series are never removed while the process
+/// runs, as counters must not vanish between scrapes.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    calls: IntCounterVec,
-    durations: HistogramVec,
+    calls: CallFamilies,
     up: IntGauge,
     last_success: Gauge,
     api_requests: IntCounterVec,
@@ -72,23 +77,12 @@ impl Metrics {
     /// [`MetricsError::Prometheus`] if a metric is malformed (a bug).
     pub fn new() -> Result<Self, MetricsError> {
         let registry = Registry::new();
-        let calls = IntCounterVec::new(
-            Opts::new(
-                "plum_fuse_calls_total",
-                format!(
-                    "Completed calls in the Plum Fuse call logs, by deployment number and call type, each counted once when it completes. {LAG}"
-                ),
+        let calls = CallFamilies::new(
+            &format!(
+                "Completed calls in the Plum Fuse call logs, by deployment number and call type, each counted once when it completes. {LAG}"
             ),
-            &["number", "direction"],
-        )?;
-        let durations = HistogramVec::new(
-            HistogramOpts::new(
-                "plum_fuse_call_duration_seconds",
-                format!("Duration (end - start) of completed calls, by deployment number and call type. {LAG}"),
-            )
-            .buckets(CALL_DURATION_BUCKETS.to_vec()),
-            &["number", "direction"],
-        )?;
+            &format!("Duration (end - start) of completed calls, by deployment number and call type. {LAG}"),
+        );
         let up = IntGauge::new(
             "plum_fuse_up",
             format!("1 if the last poll of the Plum Fuse API succeeded for every number, 0 otherwise. {LAG}"),
@@ -119,7 +113,10 @@ impl Metrics {
             .buckets(LATENCY_BUCKETS.to_vec()),
         )?;
         let polls = IntCounterVec::new(
-            Opts::new("plum_fuse_exporter_polls_total", "Polls of every number by result (success or error)."),
+            Opts::new(
+                "plum_fuse_exporter_polls_total",
+                "Polls of every number by result (success or error).",
+            ),
             &["result"],
         )?;
         let tracked_calls = IntGauge::new(
@@ -131,7 +128,10 @@ impl Metrics {
             "Session ids dropped early because the dedupe set was full; each may be counted twice. Raise --max-tracked-calls if this grows.",
         )?;
         let build_info = IntGaugeVec::new(
-            Opts::new("plum_fuse_exporter_build_info", "Always 1; the version label says which plumline runs."),
+            Opts::new(
+                "plum_fuse_exporter_build_info",
+                "Always 1; the version label says which plumline runs.",
+            ),
             &["version"],
         )?;
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
@@ -140,8 +140,6 @@ impl Metrics {
         }
         api_requests.with_label_values(&["success"]);
 
-        registry.register(Box::new(calls.clone()))?;
-        registry.register(Box::new(durations.clone()))?;
         registry.register(Box::new(up.clone()))?;
         registry.register(Box::new(last_success.clone()))?;
         registry.register(Box::new(api_requests.clone()))?;
@@ -152,12 +150,13 @@ impl Metrics {
         registry.register(Box::new(dedupe_overflow.clone()))?;
         registry.register(Box::new(build_info))?;
         #[cfg(target_os = "linux")]
-        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
 
         Ok(Metrics {
             registry,
             calls,
-            durations,
             up,
             last_success,
             api_requests,
@@ -175,19 +174,26 @@ impl Metrics {
         &self.registry
     }
 
+    /// Creates the series of `(number, direction)` at zero if missing, so a
+    /// polled number shows (and can alert on) zero calls before its first.
+    pub fn touch_series(&self, number: &str, direction: &str) {
+        self.calls.touch(number, direction);
+    }
+
     /// Counts one completed call of `duration_secs` (negative durations
     /// from a broken upstream count as 0).
     pub fn record_call(&self, number: &str, direction: &str, duration_secs: i64) {
-        let labels = [number, direction];
-        self.calls.with_label_values(&labels).inc();
-        self.durations.with_label_values(&labels).observe(duration_secs.max(0) as f64);
+        self.calls
+            .record(number, direction, duration_secs.max(0).unsigned_abs());
     }
 
     /// Sets `plum_fuse_up` and, on success, the last-success timestamp.
     pub fn record_poll(&self, ok: bool, window_end: i64, elapsed_secs: f64) {
         self.up.set(i64::from(ok));
         self.poll_duration.observe(elapsed_secs);
-        self.polls.with_label_values(&[if ok { "success" } else { "error" }]).inc();
+        self.polls
+            .with_label_values(&[if ok { "success" } else { "error" }])
+            .inc();
         if ok {
             self.last_success.set(window_end as f64);
         }
@@ -214,36 +220,7 @@ impl Metrics {
     /// Every call series, keyed by `(number, direction)`.
     #[must_use]
     pub fn call_series(&self) -> BTreeMap<(String, String), CallSeries> {
-        let mut out: BTreeMap<(String, String), CallSeries> = BTreeMap::new();
-        let key = |m: &prometheus::proto::Metric| {
-            let mut number = String::new();
-            let mut direction = String::new();
-            for label in m.get_label() {
-                match label.name() {
-                    "number" => label.value().clone_into(&mut number),
-                    "direction" => label.value().clone_into(&mut direction),
-                    _ => {}
-                }
-            }
-            (number, direction)
-        };
-        for family in self.calls.collect() {
-            for m in family.get_metric() {
-                // Counts are whole numbers far below 2^53.
-                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "see above")]
-                let calls = m.get_counter().get_value() as u64;
-                out.entry(key(m)).or_default().calls = calls;
-            }
-        }
-        for family in self.durations.collect() {
-            for m in family.get_metric() {
-                let h = m.get_histogram();
-                let series = out.entry(key(m)).or_default();
-                series.duration_count = h.get_sample_count();
-                series.duration_sum = h.get_sample_sum();
-            }
-        }
-        out
+        self.calls.snapshot()
     }
 
     /// Renders every metric in the text exposition format.
@@ -253,8 +230,10 @@ impl Metrics {
     /// # Errors
     /// [`MetricsError::Prometheus`] if encoding fails (a bug).
     pub fn render(&self) -> Result<Vec<u8>, MetricsError> {
+        let mut out = String::new();
+        self.calls.render(&mut out);
         let families = self.registry.gather();
-        let mut out = Vec::with_capacity(64 * 1024);
+        let mut out = out.into_bytes();
         TextEncoder::new().encode(&families, &mut out)?;
         Ok(out)
     }
@@ -270,10 +249,19 @@ mod tests {
 
     #[test]
     fn buckets_fit_phone_calls() {
-        assert!(CALL_DURATION_BUCKETS.windows(2).all(|w| w[0] < w[1]), "strictly increasing");
-        let (first, last) = (CALL_DURATION_BUCKETS.first().copied(), CALL_DURATION_BUCKETS.last().copied());
+        assert!(
+            CALL_DURATION_BUCKETS.windows(2).all(|w| w[0] < w[1]),
+            "strictly increasing"
+        );
+        let (first, last) = (
+            CALL_DURATION_BUCKETS.first().copied(),
+            CALL_DURATION_BUCKETS.last().copied(),
+        );
         assert!(first.is_some_and(|b| b <= 5.0), "resolves short calls");
-        assert!(last.is_some_and(|b| (b - 3600.0).abs() < f64::EPSILON), "reaches an hour");
+        assert!(
+            last.is_some_and(|b| (b - 3600.0).abs() < f64::EPSILON),
+            "reaches an hour"
+        );
         assert!(LATENCY_BUCKETS.windows(2).all(|w| w[0] < w[1]));
     }
 
@@ -281,7 +269,11 @@ mod tests {
     fn calls_land_in_their_series_and_buckets() {
         let m = Metrics::new().expect("metrics");
         // (number, direction, duration, expected bucket le)
-        let calls = [("100", "inbound", 3, "5"), ("100", "inbound", 61, "120"), ("200", "outbound", 4000, "+Inf")];
+        let calls = [
+            ("100", "inbound", 3, "5"),
+            ("100", "inbound", 61, "120"),
+            ("200", "outbound", 4000, "+Inf"),
+        ];
         for (number, direction, duration, _) in calls {
             m.record_call(number, direction, duration);
         }
@@ -291,10 +283,28 @@ mod tests {
         assert_eq!((s.calls, s.duration_count), (3, 3));
         assert!((s.duration_sum - 64.0).abs() < 1e-9, "{}", s.duration_sum);
         let t = text(&m);
-        assert!(t.contains(r#"plum_fuse_calls_total{direction="outbound",number="200"} 1"#), "{t}");
-        assert!(t.contains(r#"plum_fuse_call_duration_seconds_bucket{direction="inbound",number="100",le="5"} 2"#), "{t}");
-        assert!(t.contains(r#"plum_fuse_call_duration_seconds_bucket{direction="outbound",number="200",le="3600"} 0"#), "{t}");
-        assert!(t.contains(r#"plum_fuse_call_duration_seconds_bucket{direction="outbound",number="200",le="+Inf"} 1"#), "{t}");
+        assert!(
+            t.contains(r#"plum_fuse_calls_total{number="200",direction="outbound"} 1"#),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                r#"plum_fuse_call_duration_seconds_bucket{number="100",direction="inbound",le="5"} 2"#
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                r#"plum_fuse_call_duration_seconds_bucket{number="200",direction="outbound",le="3600"} 0"#
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                r#"plum_fuse_call_duration_seconds_bucket{number="200",direction="outbound",le="+Inf"} 1"#
+            ),
+            "{t}"
+        );
     }
 
     #[test]
@@ -314,20 +324,39 @@ mod tests {
             ("plum_fuse_exporter_poll_duration_seconds", "histogram"),
             ("plum_fuse_exporter_build_info", "gauge"),
         ] {
-            assert!(t.contains(&format!("# TYPE {name} {kind}\n")), "{name} {kind}\n{t}");
+            assert!(
+                t.contains(&format!("# TYPE {name} {kind}\n")),
+                "{name} {kind}\n{t}"
+            );
             assert!(t.contains(&format!("# HELP {name} ")), "{name}");
         }
-        for lagging in ["plum_fuse_calls_total", "plum_fuse_call_duration_seconds", "plum_fuse_up"] {
-            let help = t.lines().find(|l| l.starts_with(&format!("# HELP {lagging} "))).expect("help");
+        for lagging in [
+            "plum_fuse_calls_total",
+            "plum_fuse_call_duration_seconds",
+            "plum_fuse_up",
+        ] {
+            let help = t
+                .lines()
+                .find(|l| l.starts_with(&format!("# HELP {lagging} ")))
+                .expect("help");
             assert!(help.contains("lag by up to one poll interval"), "{help}");
         }
         assert!(t.contains("plum_fuse_up 1\n"), "{t}");
-        assert!(t.contains("plum_fuse_exporter_last_success_timestamp_seconds 1700000000\n"), "{t}");
-        assert!(t.contains(&format!("plum_fuse_exporter_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))));
+        assert!(
+            t.contains("plum_fuse_exporter_last_success_timestamp_seconds 1700000000\n"),
+            "{t}"
+        );
+        assert!(t.contains(&format!(
+            "plum_fuse_exporter_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )));
         m.record_poll(false, 1_700_000_060, 0.5);
         let t = text(&m);
         assert!(t.contains("plum_fuse_up 0\n"), "{t}");
-        assert!(t.contains("plum_fuse_exporter_last_success_timestamp_seconds 1700000000\n"), "kept on failure");
+        assert!(
+            t.contains("plum_fuse_exporter_last_success_timestamp_seconds 1700000000\n"),
+            "kept on failure"
+        );
     }
 
     #[test]

@@ -101,7 +101,10 @@ impl PollerConfig {
             return invalid("--interval must be greater than zero (e.g. 30s or 1m)".into());
         }
         if !(1..=MAX_LIMIT).contains(&self.page_size) {
-            return invalid(format!("--page-size {} is out of range: the API accepts 1 to {MAX_LIMIT}", self.page_size));
+            return invalid(format!(
+                "--page-size {} is out of range: the API accepts 1 to {MAX_LIMIT}",
+                self.page_size
+            ));
         }
         if self.concurrency == 0 {
             return invalid("--concurrency must be at least 1".into());
@@ -109,8 +112,11 @@ impl PollerConfig {
         if self.max_tracked_calls == 0 {
             return invalid("--max-tracked-calls must be at least 1".into());
         }
-        for (flag, d) in [("--interval", self.interval), ("--lookback", self.lookback), ("--max-call-duration", self.max_call_duration)]
-        {
+        for (flag, d) in [
+            ("--interval", self.interval),
+            ("--lookback", self.lookback),
+            ("--max-call-duration", self.max_call_duration),
+        ] {
             if d > CENTURY {
                 return invalid(format!("{flag} {} is longer than a century", humanize(d)));
             }
@@ -205,7 +211,10 @@ pub struct Poller<S> {
 
 impl<S> fmt::Debug for Poller<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Poller").field("config", &self.config).field("targets", &self.targets).finish_non_exhaustive()
+        f.debug_struct("Poller")
+            .field("config", &self.config)
+            .field("targets", &self.targets)
+            .finish_non_exhaustive()
     }
 }
 
@@ -216,13 +225,34 @@ impl<S: PageSource> Poller<S> {
     /// [`MetricsError::InvalidConfig`] if `config` does not validate.
     pub fn new(source: S, metrics: Arc<Metrics>, config: PollerConfig) -> Result<Self, MetricsError> {
         config.validate()?;
-        let numbers: Vec<Option<String>> =
-            if config.numbers.is_empty() { vec![None] } else { config.numbers.iter().cloned().map(Some).collect() };
+        // Zero series for the documented directions of each polled number:
+        // "no calls yet" is a 0, not a missing series.
+        for number in &config.numbers {
+            for direction in [CallType::Inbound, CallType::Outbound, CallType::Transfer] {
+                metrics.touch_series(number, direction.as_str());
+            }
+        }
+        let numbers: Vec<Option<String>> = if config.numbers.is_empty() {
+            vec![None]
+        } else {
+            config.numbers.iter().cloned().map(Some).collect()
+        };
         let targets = numbers
             .into_iter()
-            .map(|number| Target { number, count_floor: None, watermark: None, seen: SeenCalls::new(config.max_tracked_calls) })
+            .map(|number| Target {
+                number,
+                count_floor: None,
+                watermark: None,
+                seen: SeenCalls::new(config.max_tracked_calls),
+            })
             .collect();
-        Ok(Poller { source, metrics, clock: Arc::new(SystemClock), config, targets })
+        Ok(Poller {
+            source,
+            metrics,
+            clock: Arc::new(SystemClock),
+            config,
+            targets,
+        })
     }
 
     /// The same poller on another clock (tests drive a simulator's clock).
@@ -253,15 +283,28 @@ impl<S: PageSource> Poller<S> {
             overlap: secs(self.config.max_call_duration),
             page_size: self.config.page_size,
         };
-        let source = Instrumented { inner: &self.source, metrics: &self.metrics };
+        let source = Instrumented {
+            inner: &self.source,
+            metrics: &self.metrics,
+        };
         let (source, metrics, settings) = (&source, &*self.metrics, &settings);
         // Futures built eagerly (no closure inside the stream) keep the poll
         // future `Send`, so callers may spawn it.
-        let polls: Vec<_> =
-            self.targets.iter_mut().map(|target| poll_one(source, metrics, settings, target, now)).collect();
-        let results: Vec<_> = futures::stream::iter(polls).buffer_unordered(self.config.concurrency).collect().await;
+        let polls: Vec<_> = self
+            .targets
+            .iter_mut()
+            .map(|target| poll_one(source, metrics, settings, target, now))
+            .collect();
+        let results: Vec<_> = futures::stream::iter(polls)
+            .buffer_unordered(self.config.concurrency)
+            .collect()
+            .await;
 
-        let mut report = PollReport { window_end: now, counted: 0, errors: Vec::new() };
+        let mut report = PollReport {
+            window_end: now,
+            counted: 0,
+            errors: Vec::new(),
+        };
         let (mut tracked, mut overflowed) = (0, 0);
         for (number, seen, result) in results {
             tracked += seen;
@@ -274,7 +317,10 @@ impl<S: PageSource> Poller<S> {
                     report.counted += failed.counted;
                     overflowed += failed.overflowed;
                     warn!(number = number.as_deref().unwrap_or("*"), kind = failed.error.kind(), error = %failed.error, "poll failed");
-                    report.errors.push(TargetError { number, error: failed.error });
+                    report.errors.push(TargetError {
+                        number,
+                        error: failed.error,
+                    });
                 }
             }
         }
@@ -282,9 +328,20 @@ impl<S: PageSource> Poller<S> {
         self.metrics.record_dedupe(tracked, overflowed);
         self.metrics.record_poll(report.is_success(), now, elapsed);
         if overflowed > 0 {
-            warn!(overflowed, capacity = self.config.max_tracked_calls, "dedupe set full; raise --max-tracked-calls");
+            warn!(
+                overflowed,
+                capacity = self.config.max_tracked_calls,
+                "dedupe set full; raise --max-tracked-calls"
+            );
         }
-        info!(window_end = now, counted = report.counted, failed = report.errors.len(), tracked, elapsed_s = elapsed, "poll done");
+        info!(
+            window_end = now,
+            counted = report.counted,
+            failed = report.errors.len(),
+            tracked,
+            elapsed_s = elapsed,
+            "poll done"
+        );
         report
     }
 
@@ -316,13 +373,23 @@ impl<S: PageSource> Poller<S> {
             if first {
                 if let Some(pos) = report.errors.iter().position(|e| e.error.is_unauthorized()) {
                     let refused = report.errors.swap_remove(pos);
-                    return Err(MetricsError::Unauthorized { number: refused.number, source: refused.error });
+                    return Err(MetricsError::Unauthorized {
+                        number: refused.number,
+                        source: refused.error,
+                    });
                 }
                 first = false;
             }
-            failures = if report.is_success() { 0 } else { failures.saturating_add(1) };
+            failures = if report.is_success() {
+                0
+            } else {
+                failures.saturating_add(1)
+            };
             let delay = next_delay(self.config.interval, failures);
-            debug!(delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), failures, "next poll");
+            debug!(
+                delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                failures, "next poll"
+            );
             tokio::select! {
                 () = tokio::time::sleep_until(started + delay) => {}
                 () = &mut shutdown => return Ok(()),
@@ -338,7 +405,9 @@ pub fn next_delay(interval: Duration, failures: u32) -> Duration {
         return interval;
     }
     let cap = interval.max(MAX_FAILURE_BACKOFF);
-    interval.saturating_mul(2u32.saturating_pow(failures - 1)).min(cap)
+    interval
+        .saturating_mul(2u32.saturating_pow(failures - 1))
+        .min(cap)
 }
 
 /// Values of one poll shared by every target.
@@ -371,7 +440,9 @@ async fn poll_one<S: PageSource>(
     now: i64,
 ) -> (Option<String>, usize, Result<TargetPoll, FailedPoll>) {
     let span = info_span!("poll", number = target.number.as_deref().unwrap_or("*"));
-    let result = poll_target(source, metrics, settings, target, now).instrument(span).await;
+    let result = poll_target(source, metrics, settings, target, now)
+        .instrument(span)
+        .await;
     (target.number.clone(), target.seen.len(), result)
 }
 
@@ -383,8 +454,14 @@ async fn poll_target<S: PageSource>(
     target: &mut Target,
     now: i64,
 ) -> Result<TargetPoll, FailedPoll> {
-    let floor = *target.count_floor.get_or_insert(now.saturating_sub(settings.lookback));
-    let from = target.watermark.unwrap_or(floor).saturating_sub(settings.overlap).clamp(0, now.max(0));
+    let floor = *target
+        .count_floor
+        .get_or_insert(now.saturating_sub(settings.lookback));
+    let from = target
+        .watermark
+        .unwrap_or(floor)
+        .saturating_sub(settings.overlap)
+        .clamp(0, now.max(0));
     let mut done = TargetPoll::default();
     let result: Result<(), ApiError> = async {
         let query = CallQuery::new(from, now.max(0))?.with_number(target.number.clone());
@@ -398,11 +475,24 @@ async fn poll_target<S: PageSource>(
     match result {
         Ok(()) => {
             target.watermark = Some(now);
-            let evicted = target.seen.evict_started_before(now.saturating_sub(settings.overlap));
-            debug!(from, to = now, counted = done.counted, evicted, tracked = target.seen.len(), "window done");
+            let evicted = target
+                .seen
+                .evict_started_before(now.saturating_sub(settings.overlap));
+            debug!(
+                from,
+                to = now,
+                counted = done.counted,
+                evicted,
+                tracked = target.seen.len(),
+                "window done"
+            );
             Ok(done)
         }
-        Err(error) => Err(FailedPoll { counted: done.counted, overflowed: done.overflowed, error }),
+        Err(error) => Err(FailedPoll {
+            counted: done.counted,
+            overflowed: done.overflowed,
+            error,
+        }),
     }
 }
 
@@ -420,7 +510,10 @@ fn count_page(metrics: &Metrics, target: &mut Target, floor: i64, page: &CallPag
             }
         };
         if fresh {
-            let number = target.number.as_deref().unwrap_or_else(|| attributed_number(&call.call_type, &call.dest));
+            let number = target
+                .number
+                .as_deref()
+                .unwrap_or_else(|| attributed_number(&call.call_type, &call.dest));
             metrics.record_call(number, call.call_type.as_str(), call.duration_secs());
             done.counted += 1;
         }
@@ -453,7 +546,8 @@ impl<S: PageSource> PageSource for Instrumented<'_, S> {
             Ok(_) => "success",
             Err(e) => e.kind(),
         };
-        self.metrics.record_api_request(outcome, started.elapsed().as_secs_f64());
+        self.metrics
+            .record_api_request(outcome, started.elapsed().as_secs_f64());
         result
     }
 }
@@ -466,6 +560,7 @@ mod tests {
     use plumline_api::Call;
 
     use super::*;
+    use crate::metrics::CallSeries;
 
     /// An in-memory API: calls appear once `now >= end` (as the real one
     /// lists only completed calls), matched by `start` in the inclusive
@@ -481,10 +576,16 @@ mod tests {
     impl PageSource for FakeApi {
         async fn fetch_page(&self, request: &PageRequest) -> Result<CallPage, ApiError> {
             if self.unauthorized.load(Ordering::SeqCst) {
-                return Err(ApiError::Unauthorized { status: 401, message: None });
+                return Err(ApiError::Unauthorized {
+                    status: 401,
+                    message: None,
+                });
             }
             if self.down.load(Ordering::SeqCst) {
-                return Err(ApiError::Server { status: 500, message: Some("database error".into()) });
+                return Err(ApiError::Server {
+                    status: 500,
+                    message: Some("database error".into()),
+                });
             }
             let q = request.query();
             self.requests.lock().expect("lock").push((q.start(), q.end()));
@@ -496,13 +597,29 @@ mod tests {
                 .filter(|c| q.number().is_none_or(|n| n == c.dest))
                 .collect();
             let offset = usize::try_from(request.offset()).expect("offset");
-            let calls = matching.iter().skip(offset).take(request.limit() as usize).map(|c| (*c).clone()).collect();
-            Ok(CallPage { calls, total_calls: matching.len() as u64 })
+            let calls = matching
+                .iter()
+                .skip(offset)
+                .take(request.limit() as usize)
+                .map(|c| (*c).clone())
+                .collect();
+            Ok(CallPage {
+                calls,
+                total_calls: matching.len() as u64,
+            })
         }
     }
 
     fn call(id: &str, dest: &str, call_type: CallType, start: i64, end: i64) -> Call {
-        Call { dest: dest.into(), src: "6170000000".into(), start, end, session_id: id.into(), call_type, log: false }
+        Call {
+            dest: dest.into(),
+            src: "6170000000".into(),
+            start,
+            end,
+            session_id: id.into(),
+            call_type,
+            log: false,
+        }
     }
 
     fn setup(calls: Vec<Call>, config: PollerConfig) -> (Poller<Arc<FakeApi>>, Arc<FakeApi>, Arc<AtomicI64>) {
@@ -515,9 +632,13 @@ mod tests {
             requests: Mutex::new(Vec::new()),
         });
         let clock = Arc::clone(&now);
-        let poller = Poller::new(Arc::clone(&api), Arc::new(Metrics::new().expect("metrics")), config)
-            .expect("config")
-            .with_clock(Arc::new(move || clock.load(Ordering::SeqCst)));
+        let poller = Poller::new(
+            Arc::clone(&api),
+            Arc::new(Metrics::new().expect("metrics")),
+            config,
+        )
+        .expect("config")
+        .with_clock(Arc::new(move || clock.load(Ordering::SeqCst)));
         (poller, api, now)
     }
 
@@ -539,6 +660,7 @@ mod tests {
         p.metrics()
             .call_series()
             .into_iter()
+            .filter(|(_, s)| s.calls > 0)
             .map(|((n, d), s)| (n, d, s.calls, s.duration_count, s.duration_sum))
             .collect()
     }
@@ -572,6 +694,15 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn polled_numbers_start_at_zero() {
+        let (poller, _api, _now) = setup(Vec::new(), config(&["100"]));
+        let series = poller.metrics().call_series();
+        let keys: Vec<_> = series.keys().map(|(n, d)| format!("{n}/{d}")).collect();
+        assert_eq!(keys, ["100/inbound", "100/outbound", "100/transfer"]);
+        assert!(series.values().all(|s| *s == CallSeries::default()));
+    }
+
+    #[tokio::test]
     async fn windows_reach_back_by_the_overlap_only() {
         let (mut poller, api, now) = setup(Vec::new(), config(&["100"]));
         for t in [T0, T0 + 60, T0 + 120] {
@@ -579,12 +710,29 @@ mod tests {
             poller.poll_once().await;
         }
         let windows = api.requests.lock().expect("lock").clone();
-        assert_eq!(windows, vec![(T0 - 600 - 3600, T0), (T0 - 3600, T0 + 60), (T0 + 60 - 3600, T0 + 120)]);
+        assert_eq!(
+            windows,
+            vec![
+                (T0 - 600 - 3600, T0),
+                (T0 - 3600, T0 + 60),
+                (T0 + 60 - 3600, T0 + 120)
+            ]
+        );
     }
 
     #[tokio::test]
     async fn outage_sets_up_to_zero_and_recovers_without_double_counting() {
-        let calls = (0..20).map(|i| call(&format!("c{i}"), "100", CallType::Inbound, T0 + i * 30, T0 + i * 30 + 20)).collect();
+        let calls = (0..20)
+            .map(|i| {
+                call(
+                    &format!("c{i}"),
+                    "100",
+                    CallType::Inbound,
+                    T0 + i * 30,
+                    T0 + i * 30 + 20,
+                )
+            })
+            .collect();
         let (mut poller, api, now) = setup(calls, config(&["100"]));
         now.store(T0 + 100, Ordering::SeqCst);
         assert!(poller.poll_once().await.is_success());
@@ -599,10 +747,19 @@ mod tests {
         now.store(T0 + 1000, Ordering::SeqCst);
         assert!(poller.poll_once().await.is_success());
         assert!(poller.metrics().up());
-        assert_eq!(totals(&poller), vec![("100".into(), "inbound".into(), 20, 20, 400.0)]);
+        assert_eq!(
+            totals(&poller),
+            vec![("100".into(), "inbound".into(), 20, 20, 400.0)]
+        );
         let text = String::from_utf8(poller.metrics().render().expect("render")).expect("utf-8");
-        assert!(text.contains(r#"plum_fuse_exporter_api_requests_total{outcome="server_error"} 4"#), "{text}");
-        assert!(text.contains(r#"plum_fuse_exporter_polls_total{result="error"} 4"#), "{text}");
+        assert!(
+            text.contains(r#"plum_fuse_exporter_api_requests_total{outcome="server_error"} 4"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"plum_fuse_exporter_polls_total{result="error"} 4"#),
+            "{text}"
+        );
     }
 
     #[tokio::test]
@@ -611,12 +768,21 @@ mod tests {
             call("in", "6175550100", CallType::Inbound, T0, T0 + 10),
             call("out", "2125550199", CallType::Outbound, T0, T0 + 10),
             call("xfer", "2125550123", CallType::Transfer, T0, T0 + 10),
-            call("odd", "6175550100", CallType::Other("conference".into()), T0, T0 + 10),
+            call(
+                "odd",
+                "6175550100",
+                CallType::Other("conference".into()),
+                T0,
+                T0 + 10,
+            ),
         ];
         let (mut poller, _api, now) = setup(calls, config(&[]));
         now.store(T0 + 60, Ordering::SeqCst);
         assert!(poller.poll_once().await.is_success());
-        let labels: Vec<_> = totals(&poller).into_iter().map(|(n, d, c, ..)| (n, d, c)).collect();
+        let labels: Vec<_> = totals(&poller)
+            .into_iter()
+            .map(|(n, d, c, ..)| (n, d, c))
+            .collect();
         assert_eq!(
             labels,
             vec![
@@ -634,8 +800,16 @@ mod tests {
         now.store(T0, Ordering::SeqCst);
         api.unauthorized.store(true, Ordering::SeqCst);
         let err = poller.run(std::future::pending()).await.expect_err("refused");
-        let text = format!("{err}: {}", std::error::Error::source(&err).map(ToString::to_string).unwrap_or_default());
-        assert!(text.contains("number 100") && text.contains("PLUM_DEVELOPER_KEY"), "{text}");
+        let text = format!(
+            "{err}: {}",
+            std::error::Error::source(&err)
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        );
+        assert!(
+            text.contains("number 100") && text.contains("PLUM_DEVELOPER_KEY"),
+            "{text}"
+        );
 
         let (mut poller, api, now) = setup(Vec::new(), config(&["100"]));
         now.store(T0, Ordering::SeqCst);
@@ -644,7 +818,10 @@ mod tests {
         let report = poller.poll_once().await;
         assert!(report.unauthorized().is_some());
         let text = String::from_utf8(poller.metrics().render().expect("render")).expect("utf-8");
-        assert!(text.contains(r#"plum_fuse_exporter_api_requests_total{outcome="unauthorized"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"plum_fuse_exporter_api_requests_total{outcome="unauthorized"} 1"#),
+            "{text}"
+        );
         assert!(text.contains("plum_fuse_up 0"), "{text}");
     }
 
@@ -652,8 +829,11 @@ mod tests {
     async fn run_stops_on_shutdown() {
         let (poller, _api, now) = setup(Vec::new(), config(&["100"]));
         now.store(T0, Ordering::SeqCst);
-        let result =
-            tokio::time::timeout(Duration::from_secs(5), poller.run(tokio::time::sleep(Duration::from_millis(50)))).await;
+        let result = tokio::time::timeout(
+            Duration::from_secs(5),
+            poller.run(tokio::time::sleep(Duration::from_millis(50))),
+        )
+        .await;
         assert!(matches!(result, Ok(Ok(()))), "{result:?}");
     }
 
@@ -663,7 +843,10 @@ mod tests {
         let ok = config(&["1"]);
         assert!(ok.validate().is_ok());
         let cases: [(Change, &str); 5] = [
-            (|c| c.interval = Duration::ZERO, "--interval must be greater than zero"),
+            (
+                |c| c.interval = Duration::ZERO,
+                "--interval must be greater than zero",
+            ),
             (|c| c.page_size = 0, "--page-size"),
             (|c| c.concurrency = 0, "--concurrency"),
             (|c| c.numbers = vec!["1".into(), "1".into()], "given twice"),
@@ -682,7 +865,11 @@ mod tests {
         let i = Duration::from_secs(60);
         let got: Vec<u64> = (0..7).map(|f| next_delay(i, f).as_secs()).collect();
         assert_eq!(got, vec![60, 60, 120, 240, 300, 300, 300]);
-        assert_eq!(next_delay(Duration::from_secs(900), 5), Duration::from_secs(900), "never below the interval");
+        assert_eq!(
+            next_delay(Duration::from_secs(900), 5),
+            Duration::from_secs(900),
+            "never below the interval"
+        );
         assert_eq!(next_delay(Duration::from_secs(1), 3), Duration::from_secs(4));
     }
 }

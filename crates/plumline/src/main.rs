@@ -4,6 +4,11 @@
 //! glue over the library crates. It alone installs global state (the
 //! runtime, the tracing subscriber, signal handling) and prints to stdout.
 
+#![allow(
+    clippy::doc_markdown,
+    reason = "clap turns doc comments into --help text, where backticks would show"
+)]
+
 mod args;
 mod cmd;
 mod output;
@@ -106,7 +111,9 @@ fn init_tracing(verbose: u8, quiet: bool) {
     let default = match (quiet, verbose) {
         (true, _) => "error",
         (false, 0) => "warn,plumline=info,plumline_export=info,plumline_metrics=info,plumline_sim=info",
-        (false, 1) => "info,plumline=debug,plumline_api=debug,plumline_export=debug,plumline_metrics=debug,plumline_sim=debug",
+        (false, 1) => {
+            "info,plumline=debug,plumline_api=debug,plumline_export=debug,plumline_metrics=debug,plumline_sim=debug"
+        }
         (false, _) => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));

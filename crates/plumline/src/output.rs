@@ -1,5 +1,6 @@
 //! Writing calls to stdout as a table, JSON, NDJSON or CSV, page by page.
 
+use std::fmt::Write as _;
 use std::io::{self, Write};
 
 use jiff::Timestamp;
@@ -29,7 +30,7 @@ pub struct CallWriter<W: Write> {
 
 enum Sink<W: Write> {
     Raw(W),
-    Csv(csv::Writer<W>),
+    Csv(Box<csv::Writer<W>>),
 }
 
 const TABLE_COLUMNS: [(&str, usize); 8] = [
@@ -46,23 +47,30 @@ const TABLE_COLUMNS: [(&str, usize); 8] = [
 impl<W: Write> CallWriter<W> {
     pub fn new(format: OutputFormat, out: W, tz: TimeZone) -> Self {
         let sink = match format {
-            OutputFormat::Csv => Sink::Csv(csv::Writer::from_writer(out)),
+            OutputFormat::Csv => Sink::Csv(Box::new(csv::Writer::from_writer(out))),
             _ => Sink::Raw(out),
         };
-        CallWriter { format, sink, tz, n_written: 0 }
+        CallWriter {
+            format,
+            sink,
+            tz,
+            n_written: 0,
+        }
     }
 
     /// Writes the header, if the format has one.
     pub fn start(&mut self) -> io::Result<()> {
         match self.format {
             OutputFormat::Table => {
-                let cells: Vec<String> = TABLE_COLUMNS.iter().map(|(name, _)| (*name).to_owned()).collect();
-                self.table_row(&cells)
+                let header: Vec<String> = TABLE_COLUMNS.iter().map(|(name, _)| (*name).to_owned()).collect();
+                self.table_row(&header)
             }
             OutputFormat::Json => self.raw_write(b"["),
             OutputFormat::Ndjson => Ok(()),
             OutputFormat::Csv => match &mut self.sink {
-                Sink::Csv(w) => Ok(w.write_record(["dest", "src", "start", "end", "session_id", "type", "log"])?),
+                Sink::Csv(w) => {
+                    Ok(w.write_record(["dest", "src", "start", "end", "session_id", "type", "log"])?)
+                }
                 Sink::Raw(_) => Ok(()),
             },
         }
@@ -73,7 +81,7 @@ impl<W: Write> CallWriter<W> {
         for call in calls {
             match self.format {
                 OutputFormat::Table => {
-                    let cells = [
+                    let row = [
                         call.session_id.clone(),
                         self.local_time(call.start),
                         self.local_time(call.end),
@@ -83,7 +91,7 @@ impl<W: Write> CallWriter<W> {
                         call.dest.clone(),
                         call.log.to_string(),
                     ];
-                    self.table_row(&cells)?;
+                    self.table_row(&row)?;
                 }
                 OutputFormat::Json => {
                     let sep: &[u8] = if self.n_written > 0 { b",\n  " } else { b"\n  " };
@@ -147,7 +155,7 @@ impl<W: Write> CallWriter<W> {
             if i + 1 == cells.len() {
                 line.push_str(cell);
             } else {
-                line.push_str(&format!("{cell:<width$}  "));
+                let _ = write!(line, "{cell:<width$}  ");
             }
         }
         line.push('\n');
@@ -156,7 +164,10 @@ impl<W: Write> CallWriter<W> {
 
     fn local_time(&self, secs: i64) -> String {
         match Timestamp::from_second(secs) {
-            Ok(ts) => ts.to_zoned_datetime(self.tz.clone()).strftime("%Y-%m-%dT%H:%M:%S%:z").to_string(),
+            Ok(ts) => ts
+                .to_zoned_datetime(self.tz.clone())
+                .strftime("%Y-%m-%dT%H:%M:%S%:z")
+                .to_string(),
             Err(_) => secs.to_string(),
         }
     }
@@ -223,8 +234,16 @@ mod tests {
 
         let csv_text = render(OutputFormat::Csv, &[&c]);
         let mut reader = csv::Reader::from_reader(csv_text.as_bytes());
-        let header: Vec<String> = reader.headers().expect("header").iter().map(str::to_owned).collect();
-        assert_eq!(header, ["dest", "src", "start", "end", "session_id", "type", "log"]);
+        let header: Vec<String> = reader
+            .headers()
+            .expect("header")
+            .iter()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(
+            header,
+            ["dest", "src", "start", "end", "session_id", "type", "log"]
+        );
         let rows: Vec<csv::StringRecord> = reader.records().collect::<Result<_, _>>().expect("rows");
         assert_eq!(&rows[1][4], "a,\"quoted\"");
         assert_eq!(&rows[1][6], "false");

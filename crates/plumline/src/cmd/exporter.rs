@@ -76,7 +76,7 @@ pub struct Args {
     #[arg(long, default_value_t = DEFAULT_LIMIT, value_name = "N")]
     page_size: u32,
 
-    /// Session ids remembered per number to count overlapping polls once (~125 bytes each).
+    /// Session ids remembered per number to count overlapping polls once (~100 bytes each plus the id).
     #[arg(long, default_value_t = 200_000, value_name = "N")]
     max_tracked_calls: usize,
 
@@ -106,9 +106,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     config.validate()?;
     let auth = match &args.basic_auth_user {
         Some(user) => {
-            let password = std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty()).with_context(|| {
-                format!("--basic-auth-user needs a password: set {PASSWORD_ENV} in the environment")
-            })?;
+            let password = std::env::var(PASSWORD_ENV)
+                .ok()
+                .filter(|p| !p.is_empty())
+                .with_context(|| {
+                    format!("--basic-auth-user needs a password: set {PASSWORD_ENV} in the environment")
+                })?;
             Some(BasicAuth::new(user.clone(), password)?)
         }
         None => None,
@@ -178,6 +181,12 @@ mod tests {
                 (got, want) => panic!("{raw}: got {got:?}, want {want:?}"),
             }
         }
-        assert_eq!(DEFAULT_LISTEN.parse::<SocketAddr>().ok().map(|a| a.ip().is_loopback()), Some(true));
+        assert_eq!(
+            DEFAULT_LISTEN
+                .parse::<SocketAddr>()
+                .ok()
+                .map(|a| a.ip().is_loopback()),
+            Some(true)
+        );
     }
 }

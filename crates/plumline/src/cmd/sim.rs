@@ -65,7 +65,12 @@ pub struct Args {
     email: String,
 
     /// Developer key the simulator accepts.
-    #[arg(long, env = "PLUM_SIM_DEVELOPER_KEY", hide_env_values = true, value_name = "KEY")]
+    #[arg(
+        long,
+        env = "PLUM_SIM_DEVELOPER_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
     developer_key: Option<String>,
 
     /// Delay added to every answer (e.g. 100ms).
@@ -99,7 +104,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         calls_per_day: args.calls_per_day,
         data_start,
         data_end,
-        credentials: Credentials::new(args.email.clone(), args.developer_key.unwrap_or_else(|| DEMO_KEY.to_owned())),
+        credentials: Credentials::new(
+            args.email.clone(),
+            args.developer_key.unwrap_or_else(|| DEMO_KEY.to_owned()),
+        ),
         quirks: args.quirks,
         unknown_types: args.unknown_types,
         live: args.live,
@@ -113,20 +121,30 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ..SimConfig::default()
     };
     config.validate()?;
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}: is the port in use? pick another with --listen", args.listen))?;
+    let listener = TcpListener::bind(args.listen).await.with_context(|| {
+        format!(
+            "cannot listen on {}: is the port in use? pick another with --listen",
+            args.listen
+        )
+    })?;
     let addr = listener.local_addr().context("reading the bound address")?;
     let numbers = plumline_sim::Simulator::new(config.clone())?.numbers().join(", ");
-    println!("plumline sim: serving the Fuse calls API at http://{addr}{}", plumline_sim::BASE_PATH);
+    println!(
+        "plumline sim: serving the Fuse calls API at http://{addr}{}",
+        plumline_sim::BASE_PATH
+    );
     println!("  numbers: {numbers}");
-    println!("  try:     export PLUM_BASE_URL=http://{addr}{} PLUM_EMAIL={}", plumline_sim::BASE_PATH, args.email);
+    println!(
+        "  try:     export PLUM_BASE_URL=http://{addr}{} PLUM_EMAIL={}",
+        plumline_sim::BASE_PATH,
+        args.email
+    );
     if key_given {
         println!("           export PLUM_DEVELOPER_KEY=<the key you passed>");
     } else {
         println!("           export PLUM_DEVELOPER_KEY={DEMO_KEY}");
     }
-    println!("           plumline calls --start {} --end {} --all", data_start, data_end);
+    println!("           plumline calls --start {data_start} --end {data_end} --all");
     println!("  Ctrl-C stops it.");
     let stats = SimServer::serve_until(config, listener, crate::signal::shutdown()).await?;
     tracing::info!(?stats, "simulator stopped");
