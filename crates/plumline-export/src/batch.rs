@@ -6,7 +6,7 @@ use std::sync::{Arc, LazyLock};
 
 use arrow_array::builder::StringBuilder;
 use arrow_array::{
-    Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampSecondArray,
+    Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
 };
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
 use plumline_api::Call;
@@ -15,10 +15,15 @@ use plumline_api::Call;
 ///
 /// `number` is the only nullable column: it holds the number the export was
 /// filtered by, or null for an unfiltered export.
+///
+/// `start` and `end` are whole seconds stored as `Timestamp(Millisecond, "UTC")`:
+/// Parquet has no seconds unit, and arrow-rs writes a seconds timestamp as a
+/// bare INT64 that pyarrow and `DuckDB` read as a plain integer, while
+/// milliseconds become `TIMESTAMP(MILLIS, UTC)` that every reader knows.
 #[must_use]
 pub fn lake_schema() -> SchemaRef {
     static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
-        let ts = DataType::Timestamp(TimeUnit::Second, Some("UTC".into()));
+        let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
         Arc::new(Schema::new(vec![
             Field::new("session_id", DataType::Utf8, false),
             Field::new("number", DataType::Utf8, true),
@@ -59,12 +64,17 @@ pub fn calls_to_batch(calls: &[Call], number: Option<&str>) -> Result<RecordBatc
         strings(|c| &c.src, bytes(|c| &c.src)),
         strings(|c| &c.dest, bytes(|c| &c.dest)),
         strings(|c| c.call_type.as_str(), bytes(|c| c.call_type.as_str())),
-        Arc::new(TimestampSecondArray::from_iter_values(calls.iter().map(|c| c.start)).with_timezone("UTC")),
-        Arc::new(TimestampSecondArray::from_iter_values(calls.iter().map(|c| c.end)).with_timezone("UTC")),
+        Arc::new(TimestampMillisecondArray::from_iter_values(calls.iter().map(|c| millis(c.start))).with_timezone("UTC")),
+        Arc::new(TimestampMillisecondArray::from_iter_values(calls.iter().map(|c| millis(c.end))).with_timezone("UTC")),
         Arc::new(Int64Array::from_iter_values(calls.iter().map(Call::duration_secs))),
         Arc::new(calls.iter().map(|c| Some(c.log)).collect::<BooleanArray>()),
     ];
     RecordBatch::try_new(lake_schema(), columns)
+}
+
+/// UNIX seconds as milliseconds; saturates far outside any real call time.
+fn millis(secs: i64) -> i64 {
+    secs.saturating_mul(1000)
 }
 
 /// A 128-bit fingerprint of session ids, for dedupe without keeping the
@@ -98,8 +108,8 @@ fn take_rows(col: &dyn Array, rows: &[usize]) -> Result<ArrayRef, ArrowError> {
     if let Some(a) = any.downcast_ref::<StringArray>() {
         return Ok(Arc::new(rows.iter().map(|&i| a.is_valid(i).then(|| a.value(i))).collect::<StringArray>()));
     }
-    if let Some(a) = any.downcast_ref::<TimestampSecondArray>() {
-        let values = TimestampSecondArray::from_iter_values(rows.iter().map(|&i| a.value(i)));
+    if let Some(a) = any.downcast_ref::<TimestampMillisecondArray>() {
+        let values = TimestampMillisecondArray::from_iter_values(rows.iter().map(|&i| a.value(i)));
         return Ok(Arc::new(values.with_timezone_opt(a.timezone())));
     }
     if let Some(a) = any.downcast_ref::<Int64Array>() {
@@ -114,7 +124,7 @@ fn take_rows(col: &dyn Array, rows: &[usize]) -> Result<ArrayRef, ArrowError> {
 #[cfg(test)]
 mod tests {
     use arrow_array::cast::AsArray;
-    use arrow_array::types::TimestampSecondType;
+    use arrow_array::types::TimestampMillisecondType;
     use plumline_api::CallType;
 
     use super::*;
@@ -142,8 +152,8 @@ mod tests {
             let col = |name: &str| batch.column_by_name(name).expect(name).clone();
             assert_eq!(col("session_id").as_string::<i32>().value(1), "b;2");
             assert_eq!(col("type").as_string::<i32>().value(1), "Sip-Refer");
-            assert_eq!(col("start").as_primitive::<TimestampSecondType>().value(0), 100);
-            assert_eq!(col("end").as_primitive::<TimestampSecondType>().value(1), 243);
+            assert_eq!(col("start").as_primitive::<TimestampMillisecondType>().value(0), 100_000);
+            assert_eq!(col("end").as_primitive::<TimestampMillisecondType>().value(1), 243_000);
             assert_eq!(col("duration_s").as_primitive::<arrow_array::types::Int64Type>().value(0), 42);
             assert!(col("log").as_boolean().value(0));
             assert_eq!(col("number").is_null(0), number.is_none());

@@ -310,10 +310,19 @@ impl<S: PageSource + 'static> Exporter<S> {
         let page_request = |offset: u64| {
             query.page(limit, offset).map_err(|e| ExportError::InvalidPlan(e.to_string()))
         };
-        let spawn = |request: PageRequest| {
-            spawn_page(Arc::clone(&self.source), request, Arc::clone(day), hasher.clone(), Arc::clone(permits))
+        // Slots are taken in offset order, before the page's task exists: a
+        // day's next page to write always holds a slot (or is done), so pages
+        // waiting to be written can never starve it of one (no deadlock).
+        let acquire = || async {
+            Arc::clone(permits)
+                .acquire_owned()
+                .await
+                .map_err(|_| ExportError::Worker("the request limiter was closed".into()))
         };
-        let first = spawn(page_request(0)?).await?;
+        let spawn = |request: PageRequest, permit: OwnedSemaphorePermit| {
+            spawn_page(Arc::clone(&self.source), request, Arc::clone(day), hasher.clone(), permit)
+        };
+        let first = spawn(page_request(0)?, acquire().await?).await?;
         let total = first.total;
         observer.on_event(&ExportEvent::DayStarted {
             day: day.date(),
@@ -325,10 +334,13 @@ impl<S: PageSource + 'static> Exporter<S> {
         fetch.rows += consume_page(first, &mut seen, sink, day, observer).await?;
         let n_pages = total.div_ceil(u64::from(limit));
         let lookahead = self.options.concurrency.get();
-        let mut rest = stream::iter(1..n_pages)
-            .map(|k| page_request(k * u64::from(limit)).map(spawn))
-            .map(|r| async move { r?.await })
-            .buffered(lookahead);
+        let mut rest = std::pin::pin!(stream::iter(1..n_pages)
+            .then(|k| async move {
+                let request = page_request(k * u64::from(limit))?;
+                Ok::<_, ExportError>(spawn(request, acquire().await?))
+            })
+            .map(|spawned| async move { spawned?.await })
+            .buffered(lookahead));
         let mut problem = None;
         while let Some(page) = rest.next().await {
             let page = page?;
@@ -426,13 +438,9 @@ fn spawn_page<S: PageSource + 'static>(
     request: PageRequest,
     day: Arc<DayPartition>,
     hasher: SessionHasher,
-    permits: Arc<Semaphore>,
+    permit: OwnedSemaphorePermit,
 ) -> AbortOnDrop<Result<FetchedPage, ExportError>> {
     AbortOnDrop(tokio::spawn(async move {
-        let permit = permits
-            .acquire_owned()
-            .await
-            .map_err(|_| ExportError::Worker("the request limiter was closed".into()))?;
         let page = source.fetch_page(&request).await.map_err(|source| ExportError::Api {
             day: day.date(),
             number: day.number().map(str::to_owned),
@@ -614,6 +622,29 @@ mod tests {
         assert_eq!(summary.pages, 15);
         assert!(source.max_in_flight.load(Ordering::SeqCst) <= 3, "{:?}", source.max_in_flight);
         assert!(leftovers(dir.path()).is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn few_slots_and_many_days_never_deadlock() {
+        // Pages done but not yet written hold their slot; with one or two
+        // slots shared by eight days, taking slots out of order would hang.
+        for concurrency in [1, 2] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let source = Arc::new(FakeSource {
+                calls: calls(8, 730),
+                delay: Duration::from_micros(300),
+                ..FakeSource::default()
+            });
+            let options = ExportOptions {
+                concurrency: NonZeroUsize::new(concurrency).expect("nonzero"),
+                days_in_flight: NonZeroUsize::new(8),
+                ..options()
+            };
+            let run = export(&source, dir.path(), options, 8);
+            let summary = tokio::time::timeout(Duration::from_secs(60), run).await.expect("no deadlock").expect("ok");
+            assert_eq!(summary.calls, 8 * 730);
+            assert_eq!(source.max_in_flight.load(Ordering::SeqCst), concurrency);
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Int64Type, TimestampSecondType};
+use arrow_array::types::{Int64Type, TimestampMillisecondType};
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::{DataType, TimeUnit};
 use bytes::Bytes;
@@ -74,18 +74,19 @@ fn rows(batches: &[RecordBatch]) -> Vec<(Call, Option<String>)> {
     for b in batches {
         assert_eq!(b.schema(), lake_schema(), "the file's embedded Arrow schema is the contract's");
         let s = |name: &str| b.column_by_name(name).expect(name).as_string::<i32>().clone();
-        let t = |name: &str| b.column_by_name(name).expect(name).as_primitive::<TimestampSecondType>().clone();
+        let t = |name: &str| b.column_by_name(name).expect(name).as_primitive::<TimestampMillisecondType>().clone();
         let (id, number, src, dest, ty) = (s("session_id"), s("number"), s("src"), s("dest"), s("type"));
         let (start, end) = (t("start"), t("end"));
         let duration = b.column_by_name("duration_s").expect("duration_s").as_primitive::<Int64Type>().clone();
         let log = b.column_by_name("log").expect("log").as_boolean().clone();
         for i in 0..b.num_rows() {
-            assert_eq!(duration.value(i), end.value(i) - start.value(i), "duration_s = end - start");
+            assert_eq!(start.value(i) % 1000, 0, "whole seconds");
+            assert_eq!(duration.value(i) * 1000, end.value(i) - start.value(i), "duration_s = end - start");
             let call = Call {
                 dest: dest.value(i).to_owned(),
                 src: src.value(i).to_owned(),
-                start: start.value(i),
-                end: end.value(i),
+                start: start.value(i) / 1000,
+                end: end.value(i) / 1000,
                 session_id: id.value(i).to_owned(),
                 call_type: CallType::from_wire(ty.value(i)),
                 log: log.value(i),
@@ -235,7 +236,7 @@ async fn an_object_store_lake_is_exact_and_resumable() {
 #[test]
 fn schema_is_the_contract() {
     let schema = lake_schema();
-    let ts = DataType::Timestamp(TimeUnit::Second, Some("UTC".into()));
+    let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
     let want: Vec<(&str, DataType, bool)> = vec![
         ("session_id", DataType::Utf8, false),
         ("number", DataType::Utf8, true),
