@@ -148,6 +148,45 @@ pub async fn run_export(scenario: &Scenario, server: &SimServer, dir: &std::path
     Measured { summary, ideal }
 }
 
+/// The simulator's dataset as a page source, without HTTP or JSON: the
+/// pipeline's own cost, for diagnosis.
+#[derive(Debug, Clone)]
+pub struct DirectSource(pub plumline_sim::Simulator);
+
+impl plumline_api::PageSource for DirectSource {
+    async fn fetch_page(
+        &self,
+        request: &plumline_api::PageRequest,
+    ) -> Result<plumline_api::CallPage, plumline_api::ApiError> {
+        Ok(self.0.page(request))
+    }
+}
+
+/// Like [`run_export`], reading pages straight from the dataset.
+///
+/// # Panics
+/// When the export fails.
+pub async fn run_export_direct(
+    scenario: &Scenario,
+    sim: &plumline_sim::Simulator,
+    dir: &std::path::Path,
+) -> Measured {
+    let (start, end) = scenario.range();
+    let plan = ExportPlan::new(start, end, TimeZone::UTC, &[]).expect("plan");
+    let options = ExportOptions {
+        concurrency: NonZeroUsize::new(scenario.concurrency).expect("nonzero concurrency"),
+        page_size: scenario.page_size,
+        settle: Duration::ZERO,
+        overwrite: true,
+        days_in_flight: std::env::var("PLUMLINE_BENCH_DAYS").ok().and_then(|v| v.parse().ok()),
+        ..ExportOptions::default()
+    };
+    let exporter = Exporter::new(Arc::new(DirectSource(sim.clone())), Destination::local(dir), options)
+        .expect("exporter");
+    let summary = exporter.run(&plan, &NoProgress).await.expect("export succeeds");
+    Measured { summary, ideal: Duration::ZERO }
+}
+
 /// Peak resident set size of this process (`VmHWM`), in bytes.
 #[must_use]
 pub fn peak_rss_bytes() -> Option<u64> {

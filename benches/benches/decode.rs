@@ -21,9 +21,11 @@ fn page_body(format: WireFormat, quirks: bool) -> Vec<u8> {
 fn decode(c: &mut Criterion) {
     let mut group = c.benchmark_group("decode_page");
     group.throughput(Throughput::Elements(u64::from(CALLS)));
-    for (name, format, quirks) in
-        [("json", WireFormat::Json, false), ("json_quirks", WireFormat::Json, true), ("xml", WireFormat::Xml, false)]
-    {
+    for (name, format, quirks) in [
+        ("json", WireFormat::Json, false),
+        ("json_quirks", WireFormat::Json, true),
+        ("xml", WireFormat::Xml, false),
+    ] {
         let body = page_body(format, quirks);
         group.bench_with_input(BenchmarkId::from_parameter(name), &body, |b, body| {
             b.iter(|| wire::decode_page(black_box(body), format).expect("decodes"));

@@ -40,10 +40,7 @@ fn metrics_render(c: &mut Criterion) {
     let metrics = fixture();
     let after = rss_bytes();
     let body = metrics.render().expect("render");
-    #[allow(
-        clippy::print_stderr,
-        reason = "a bench reports its fixture's size once, outside the timed loop"
-    )]
+    #[allow(clippy::print_stderr, reason = "a bench reports its fixture's size once, outside the timed loop")]
     {
         eprintln!(
             "metrics_render: {} series, scrape body {} KiB, registry RSS growth ~{} KiB",

@@ -19,7 +19,7 @@ fn parquet_write(c: &mut Criterion) {
             calls_to_batch(&page.calls, None).expect("batch")
         })
         .collect();
-    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    let rows: usize = batches.iter().fold(0, |n, b| n + b.num_rows());
     let options = ParquetOptions::default();
     let size = write_parquet_to_vec(&batches, &options).expect("encodes").len();
     let mut group = c.benchmark_group("parquet_write");

@@ -11,21 +11,23 @@ use std::time::Duration;
 
 use benches::{Scenario, peak_rss_bytes, run_export, start_sim};
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// The system allocator: with mimalloc's default purge delay the peak RSS of
+// this workload roughly triples (see benches/README.md).
 
 const RSS_LIMIT: u64 = 300 * 1024 * 1024;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     match args.iter().position(|a| a == "--scenario").and_then(|i| args.get(i + 1)) {
-        Some(index) => match index.parse::<usize>().ok().and_then(|i| Scenario::all().get(i).cloned()) {
-            Some(scenario) => run_one(&scenario),
-            None => {
+        Some(index) => {
+            if let Some(scenario) = index.parse::<usize>().ok().and_then(|i| Scenario::all().get(i).cloned())
+            {
+                run_one(&scenario)
+            } else {
                 eprintln!("error: --scenario takes 0..{}", Scenario::all().len());
                 ExitCode::FAILURE
             }
-        },
+        }
         None => run_all(&args[0]),
     }
 }
@@ -35,7 +37,21 @@ fn run_one(scenario: &Scenario) -> ExitCode {
     let dir = tempfile::tempdir().expect("tempdir");
     let measured = runtime.block_on(async {
         let server = start_sim(scenario).await;
-        let measured = run_export(scenario, &server, dir.path()).await;
+        if std::env::var_os("PLUMLINE_BENCH_DEBUG").is_some() {
+            eprintln!("after simulator start: peak RSS {} MB", peak_rss_bytes().unwrap_or(0) >> 20);
+            let (start, end) = scenario.range();
+            let mut day = start;
+            while day < end {
+                drop(server.simulator().calls_in(day, day + benches::DAY - 1, None));
+                day += benches::DAY;
+            }
+            eprintln!("after generating every day: peak RSS {} MB", peak_rss_bytes().unwrap_or(0) >> 20);
+        }
+        let measured = if std::env::var_os("PLUMLINE_BENCH_DIRECT").is_some() {
+            benches::run_export_direct(scenario, server.simulator(), dir.path()).await
+        } else {
+            run_export(scenario, &server, dir.path()).await
+        };
         server.shutdown().await;
         measured
     });
@@ -97,13 +113,21 @@ fn run_all(me: &str) -> ExitCode {
             num(7) / 1_048_576.0
         );
     }
-    println!("machine: {} cores; {}", std::thread::available_parallelism().map_or(0, usize::from), cpu_model());
+    println!(
+        "machine: {} cores; {}",
+        std::thread::available_parallelism().map_or(0, usize::from),
+        cpu_model()
+    );
     if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
         .unwrap_or_else(|| "unknown CPU".into())
 }

@@ -45,9 +45,7 @@ impl Setup {
             .with_unknown_types(true)
             .with_live(true)
             .with_clock(SimClock::manual(T0));
-        let sim = SimServer::start(config, ([127, 0, 0, 1], 0).into())
-            .await
-            .expect("start the simulator");
+        let sim = SimServer::start(config, ([127, 0, 0, 1], 0).into()).await.expect("start the simulator");
         let client = Client::builder(sim.base_url(), Credentials::new(DEMO_EMAIL, DEMO_KEY))
             .retry_policy(RetryPolicy {
                 max_attempts: 2,
@@ -71,9 +69,8 @@ impl Setup {
         )
         .expect("poller")
         .with_clock(Arc::new(move || clock.now()));
-        let server = MetricsServer::bind(([127, 0, 0, 1], 0).into(), Arc::clone(&metrics), None)
-            .await
-            .expect("bind");
+        let server =
+            MetricsServer::bind(([127, 0, 0, 1], 0).into(), Arc::clone(&metrics), None).await.expect("bind");
         let addr = server.local_addr();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(run_exporter(poller, server, async move {
@@ -86,13 +83,7 @@ impl Setup {
             assert!(Instant::now() < deadline, "the first poll never succeeded");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Setup {
-            sim,
-            metrics,
-            addr,
-            stop: Some(stop),
-            task,
-        }
+        Setup { sim, metrics, addr, stop: Some(stop), task }
     }
 
     /// Moves the simulated clock forward in steps and waits (bounded) until
@@ -132,10 +123,7 @@ impl Setup {
             let _ = stop.send(());
         }
         let done = tokio::time::timeout(Duration::from_secs(10), self.task).await;
-        assert!(
-            matches!(done, Ok(Ok(Ok(())))),
-            "exporter did not stop cleanly: {done:?}"
-        );
+        assert!(matches!(done, Ok(Ok(Ok(())))), "exporter did not stop cleanly: {done:?}");
         self.sim.shutdown().await;
     }
 }
@@ -144,9 +132,8 @@ impl Setup {
 /// status and body.
 async fn http_get(addr: SocketAddr, path_and_query: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    let mut stream =
+        tokio::net::TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     stream
         .write_all(format!("GET {path_and_query} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
         .await
@@ -158,10 +145,7 @@ async fn http_get(addr: SocketAddr, path_and_query: &str) -> (u16, String) {
         .expect("read");
     let text = String::from_utf8_lossy(&raw).into_owned();
     let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     (status, body)
 }
 
@@ -183,21 +167,9 @@ fn promtool_checks_the_deploy_files() {
         return;
     };
     let dir = deploy_dir().join("prometheus");
-    run_ok(
-        Command::new(&promtool)
-            .current_dir(&dir)
-            .args(["check", "config", "prometheus.yml"]),
-    );
-    run_ok(
-        Command::new(&promtool)
-            .current_dir(&dir)
-            .args(["check", "rules", "alerts.yml"]),
-    );
-    run_ok(
-        Command::new(&promtool)
-            .current_dir(&dir)
-            .args(["test", "rules", "alerts_test.yml"]),
-    );
+    run_ok(Command::new(&promtool).current_dir(&dir).args(["check", "config", "prometheus.yml"]));
+    run_ok(Command::new(&promtool).current_dir(&dir).args(["check", "rules", "alerts.yml"]));
+    run_ok(Command::new(&promtool).current_dir(&dir).args(["test", "rules", "alerts_test.yml"]));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -221,12 +193,7 @@ async fn promtool_check_metrics_passes_on_a_real_scrape() {
             .stderr(Stdio::piped())
             .spawn()
             .expect("run promtool");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(body.as_bytes())
-            .expect("feed the scrape");
+        child.stdin.take().expect("stdin").write_all(body.as_bytes()).expect("feed the scrape");
         (child.wait_with_output().expect("promtool output"), body)
     })
     .await
@@ -268,11 +235,8 @@ impl Drop for PrometheusServer {
 
 /// Runs an instant query; returns the JSON `data.result` array.
 async fn query(prom: &PrometheusServer, promql: &str) -> Vec<serde_json::Value> {
-    let (status, body) = http_get(
-        prom.addr,
-        &format!("/api/v1/query?query={}", percent_encode(promql)),
-    )
-    .await;
+    let (status, body) =
+        http_get(prom.addr, &format!("/api/v1/query?query={}", percent_encode(promql))).await;
     let json: serde_json::Value =
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("{promql}: {e}: HTTP {status} {body}"));
     assert_eq!(json["status"], "success", "{promql}: {body}");
@@ -307,10 +271,7 @@ async fn real_prometheus_scrapes_the_exporter_and_promql_matches_the_ground_trut
     let log_file = std::fs::File::create(&log).expect("log file");
     let child = Command::new(&prometheus)
         .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("data").display()
-        ))
+        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
         .arg(format!("--web.listen-address={addr}"))
         .stdout(Stdio::null())
         .stderr(log_file)
@@ -324,11 +285,7 @@ async fn real_prometheus_scrapes_the_exporter_and_promql_matches_the_ground_trut
         if tokio::net::TcpStream::connect(addr).await.is_ok() && http_get(addr, "/-/ready").await.0 == 200 {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "Prometheus never became ready\n{}",
-            prom.log()
-        );
+        assert!(Instant::now() < deadline, "Prometheus never became ready\n{}", prom.log());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let got = loop {
@@ -336,11 +293,7 @@ async fn real_prometheus_scrapes_the_exporter_and_promql_matches_the_ground_trut
         if got.is_some_and(|g| (g - want as f64).abs() < 0.5) {
             break got;
         }
-        assert!(
-            Instant::now() < deadline,
-            "PromQL says {got:?}, truth {want}\n{}",
-            prom.log()
-        );
+        assert!(Instant::now() < deadline, "PromQL says {got:?}, truth {want}\n{}", prom.log());
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     assert!(got.is_some());
@@ -351,11 +304,7 @@ async fn real_prometheus_scrapes_the_exporter_and_promql_matches_the_ground_trut
     assert_eq!(up, Some(1.0));
     // One series per number and direction, each labelled as the contract says.
     let by_number = query(&prom, "sum by (number) (plum_fuse_calls_total)").await;
-    assert_eq!(
-        by_number.len(),
-        setup.sim.simulator().numbers().len(),
-        "{by_number:?}"
-    );
+    assert_eq!(by_number.len(), setup.sim.simulator().numbers().len(), "{by_number:?}");
 
     // Every dashboard query parses and runs.
     let dashboard: serde_json::Value = serde_json::from_str(

@@ -15,20 +15,9 @@ pub fn ci() -> anyhow::Result<()> {
         timings.push((name.to_owned(), t.elapsed()));
         Ok(())
     };
-    step(
-        "fmt",
-        &mut || run(cargo().args(["fmt", "--all", "--", "--check"])),
-    )?;
+    step("fmt", &mut || run(cargo().args(["fmt", "--all", "--", "--check"])))?;
     step("clippy", &mut || {
-        run(cargo().args([
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--locked",
-            "--",
-            "-D",
-            "warnings",
-        ]))
+        run(cargo().args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]))
     })?;
     step("tidy", &mut || tidy::check(&crate::project_root()))?;
     step("test", &mut test)?;
@@ -60,15 +49,6 @@ pub fn test() -> anyhow::Result<()> {
 /// The end-to-end export bench in release mode; prints its table.
 pub fn bench(extra: &[String]) -> anyhow::Result<()> {
     run(cargo()
-        .args([
-            "run",
-            "--release",
-            "--locked",
-            "-p",
-            "benches",
-            "--bin",
-            "export-e2e",
-            "--",
-        ])
+        .args(["run", "--release", "--locked", "-p", "benches", "--bin", "export-e2e", "--"])
         .args(extra))
 }

@@ -56,9 +56,7 @@ fn main() -> ExitCode {
 /// The workspace root (the parent of this crate).
 #[must_use]
 pub fn project_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
 /// `cargo` as this xtask was run with, in the workspace root.
@@ -72,9 +70,7 @@ pub fn cargo() -> Command {
 /// Runs a command, echoing it, and fails with its status.
 pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
     eprintln!("$ {}", display(cmd));
-    let status = cmd
-        .status()
-        .with_context(|| format!("cannot start `{}`", display(cmd)))?;
+    let status = cmd.status().with_context(|| format!("cannot start `{}`", display(cmd)))?;
     if !status.success() {
         bail!("`{}` failed with {status}", display(cmd));
     }

@@ -17,18 +17,12 @@ pub fn check(root: &Path) -> anyhow::Result<()> {
     };
 
     // Every member inherits the workspace lints and dependencies.
-    let mut manifests = vec![
-        root.join("xtask/Cargo.toml"),
-        root.join("benches/Cargo.toml"),
-        root.join("tests/Cargo.toml"),
-    ];
+    let mut manifests =
+        vec![root.join("xtask/Cargo.toml"), root.join("benches/Cargo.toml"), root.join("tests/Cargo.toml")];
     for entry in fs::read_dir(root.join("crates")).context("reading crates/")? {
         let dir = entry?.path();
         if dir.is_dir() {
-            let name = dir
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             let manifest = dir.join("Cargo.toml");
             let text =
                 fs::read_to_string(&manifest).with_context(|| format!("reading {}", manifest.display()))?;
@@ -47,10 +41,7 @@ pub fn check(root: &Path) -> anyhow::Result<()> {
         for line in section(&text, "dependencies").chain(section(&text, "dev-dependencies")) {
             if line.contains('=') && !line.contains("workspace = true") && !line.trim_start().starts_with('#')
             {
-                problem(format!(
-                    "{shown}: `{}` must come from [workspace.dependencies]",
-                    line.trim()
-                ));
+                problem(format!("{shown}: `{}` must come from [workspace.dependencies]", line.trim()));
             }
         }
     }
@@ -85,9 +76,7 @@ pub fn check(root: &Path) -> anyhow::Result<()> {
 
     // .ci/run calls the README's test command and little else.
     let ci = fs::read_to_string(root.join(".ci/run")).context("reading .ci/run")?;
-    if !ci
-        .lines()
-        .any(|l| l.trim_start().starts_with("cargo xtask ci") || l.contains("exec cargo xtask ci"))
+    if !ci.lines().any(|l| l.trim_start().starts_with("cargo xtask ci") || l.contains("exec cargo xtask ci"))
     {
         problem(".ci/run must run `cargo xtask ci`".to_owned());
     }
@@ -101,9 +90,7 @@ pub fn check(root: &Path) -> anyhow::Result<()> {
         "plum_fuse_exporter_last_success_timestamp_seconds",
     ] {
         if !metrics_src.contains(name) {
-            problem(format!(
-                "crates/plumline-metrics does not define the contract's metric `{name}`"
-            ));
+            problem(format!("crates/plumline-metrics does not define the contract's metric `{name}`"));
         }
     }
 
@@ -111,19 +98,12 @@ pub fn check(root: &Path) -> anyhow::Result<()> {
     for dir in ["crates", "tests", "benches", "deploy"] {
         find_files(&root.join(dir), &mut |path| {
             if path.extension().is_some_and(|e| e == "parquet") {
-                problem(format!(
-                    "{}: Parquet output must not live in the tree",
-                    path.display()
-                ));
+                problem(format!("{}: Parquet output must not live in the tree", path.display()));
             }
         })?;
     }
 
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        bail!("tidy found problems:\n{problems}")
-    }
+    if problems.is_empty() { Ok(()) } else { bail!("tidy found problems:\n{problems}") }
 }
 
 /// The lines of a TOML `[name]` table.

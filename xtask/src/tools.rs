@@ -22,22 +22,14 @@ const PYTHON_PACKAGES: &[&str] = &["pyarrow", "duckdb", "moto[server]"];
 pub fn install_all() -> anyhow::Result<Tools> {
     let python = ensure_venv()?;
     let (promtool, prometheus) = ensure_prometheus()?;
-    Ok(Tools {
-        python,
-        promtool,
-        prometheus,
-    })
+    Ok(Tools { python, promtool, prometheus })
 }
 
 fn ensure_venv() -> anyhow::Result<PathBuf> {
     let venv = project_root().join(".venv");
     let python = venv.join("bin").join("python");
     let check = "import pyarrow, duckdb, moto.server";
-    if python.exists()
-        && Command::new(&python)
-            .args(["-c", check])
-            .output()
-            .is_ok_and(|o| o.status.success())
+    if python.exists() && Command::new(&python).args(["-c", check]).output().is_ok_and(|o| o.status.success())
     {
         return Ok(python);
     }
@@ -72,10 +64,7 @@ fn ensure_prometheus() -> anyhow::Result<(PathBuf, PathBuf)> {
 
 /// Installs cargo-deny with `cargo install --locked` if it is missing.
 pub fn ensure_cargo_deny() -> anyhow::Result<()> {
-    let present = crate::cargo()
-        .args(["deny", "--version"])
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let present = crate::cargo().args(["deny", "--version"]).output().is_ok_and(|o| o.status.success());
     if !present {
         run(crate::cargo().args(["install", "--locked", "cargo-deny"]))?;
     }
@@ -84,22 +73,16 @@ pub fn ensure_cargo_deny() -> anyhow::Result<()> {
 
 fn which(names: &[&str]) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    names.iter().find_map(|name| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join(name))
-            .find(|p| is_executable(p))
-    })
+    names
+        .iter()
+        .find_map(|name| std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| is_executable(p)))
 }
 
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt as _;
-    path.metadata()
-        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    path.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }

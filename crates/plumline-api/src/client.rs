@@ -111,9 +111,7 @@ impl ClientBuilder {
             (Some(h), None) => h.to_owned(),
             _ => base.as_str().to_owned(),
         };
-        let limiter = self
-            .requests_per_second
-            .map(|rps| RateLimiter::direct(Quota::per_second(rps)));
+        let limiter = self.requests_per_second.map(|rps| RateLimiter::direct(Quota::per_second(rps)));
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
@@ -186,9 +184,7 @@ impl Client {
         let query = request.query();
         // `parse_base_url` rejected cannot-be-a-base URLs, so this always applies.
         if let Ok(mut segments) = url.path_segments_mut() {
-            segments
-                .pop_if_empty()
-                .extend(["calls", &query.start().to_string(), &query.end().to_string()]);
+            segments.pop_if_empty().extend(["calls", &query.start().to_string(), &query.end().to_string()]);
         }
         {
             let mut pairs = url.query_pairs_mut();
@@ -215,12 +211,7 @@ impl Client {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let span = debug_span!(
-                "fetch_page",
-                offset = request.offset(),
-                limit = request.limit(),
-                attempt
-            );
+            let span = debug_span!("fetch_page", offset = request.offset(), limit = request.limit(), attempt);
             match self.fetch_page_once(request).instrument(span).await {
                 Ok(page) => return Ok(page),
                 Err(error) if !error.is_transient() => return Err(error),
@@ -231,11 +222,7 @@ impl Client {
                         return Err(if attempt == 1 {
                             error
                         } else {
-                            ApiError::RetriesExhausted {
-                                attempts: attempt,
-                                elapsed,
-                                last: Box::new(error),
-                            }
+                            ApiError::RetriesExhausted { attempts: attempt, elapsed, last: Box::new(error) }
                         });
                     }
                     warn!(
@@ -264,10 +251,7 @@ impl Client {
         let response = inner
             .http
             .get(url)
-            .basic_auth(
-                &inner.credentials.email,
-                Some(inner.credentials.developer_key.expose()),
-            )
+            .basic_auth(&inner.credentials.email, Some(inner.credentials.developer_key.expose()))
             .header(ACCEPT, inner.wire_format.media_type())
             .send()
             .await
@@ -286,16 +270,10 @@ impl Client {
         }
         let message = wire::error_message(&body);
         Err(match status.as_u16() {
-            401 | 403 => ApiError::Unauthorized {
-                status: status.as_u16(),
-                message,
-            },
+            401 | 403 => ApiError::Unauthorized { status: status.as_u16(), message },
             405 => ApiError::MethodNotAllowed,
             429 => ApiError::RateLimited { retry_after },
-            code @ 500..=599 => ApiError::Server {
-                status: code,
-                message,
-            },
+            code @ 500..=599 => ApiError::Server { status: code, message },
             code => ApiError::UnexpectedStatus {
                 status: code,
                 message: message.or_else(|| (!body.is_empty()).then(|| wire::snippet(&body))),
@@ -308,10 +286,7 @@ impl Client {
             ApiError::Timeout(self.inner.request_timeout)
         } else {
             // The URL holds only the window and paging; credentials travel in a header.
-            ApiError::Transport {
-                host: self.inner.host.clone(),
-                source: error.without_url(),
-            }
+            ApiError::Transport { host: self.inner.host.clone(), source: error.without_url() }
         }
     }
 }
@@ -365,9 +340,7 @@ fn parse_base_url(raw: &str, allow_http: bool) -> Result<Url, ApiError> {
         return Err(ApiError::InvalidConfig(format!("base URL `{raw}` has no host")));
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(ApiError::InvalidConfig(format!(
-            "base URL `{raw}` must not have a query or fragment"
-        )));
+        return Err(ApiError::InvalidConfig(format!("base URL `{raw}` must not have a query or fragment")));
     }
     Ok(url)
 }
@@ -378,9 +351,7 @@ mod tests {
     use crate::query::CallQuery;
 
     fn client(base: &str, allow_http: bool) -> Result<Client, ApiError> {
-        Client::builder(base, Credentials::new("a@b.c", "k"))
-            .allow_http(allow_http)
-            .build()
+        Client::builder(base, Credentials::new("a@b.c", "k")).allow_http(allow_http).build()
     }
 
     #[test]
@@ -394,11 +365,7 @@ mod tests {
             ("http://example.com/api", true, None),
             ("ftp://example.com/", false, Some("not supported")),
             ("not a url", false, Some("is not a URL")),
-            (
-                "https://u:p@example.com/",
-                false,
-                Some("must not carry credentials"),
-            ),
+            ("https://u:p@example.com/", false, Some("must not carry credentials")),
         ];
         for (url, allow, want) in cases {
             match (client(url, allow), want) {
@@ -412,28 +379,21 @@ mod tests {
 
     #[test]
     fn page_urls() {
-        let q = CallQuery::new(100, 200)
-            .expect("valid")
-            .with_number(Some("6177123000".into()));
+        let q = CallQuery::new(100, 200).expect("valid").with_number(Some("6177123000".into()));
         for base in ["https://h/api", "https://h/api/"] {
             let c = client(base, false).expect("valid");
             let url = c.page_url(&q.page(50, 150).expect("valid"));
-            assert_eq!(
-                url.as_str(),
-                "https://h/api/calls/100/200?number=6177123000&limit=50&offset=150"
-            );
+            assert_eq!(url.as_str(), "https://h/api/calls/100/200?number=6177123000&limit=50&offset=150");
         }
     }
 
     #[test]
     fn missing_credentials_are_config_errors() {
-        let err = Client::builder(DEFAULT_BASE_URL, Credentials::new("", "k"))
-            .build()
-            .expect_err("empty email");
+        let err =
+            Client::builder(DEFAULT_BASE_URL, Credentials::new("", "k")).build().expect_err("empty email");
         assert!(err.to_string().contains("PLUM_EMAIL"), "{err}");
-        let err = Client::builder(DEFAULT_BASE_URL, Credentials::new("a@b", ""))
-            .build()
-            .expect_err("empty key");
+        let err =
+            Client::builder(DEFAULT_BASE_URL, Credentials::new("a@b", "")).build().expect_err("empty key");
         assert!(err.to_string().contains("PLUM_DEVELOPER_KEY"), "{err}");
     }
 }

@@ -31,11 +31,7 @@ impl CallQuery {
                 "start ({start}) is after end ({end}): swap them or widen the window"
             )));
         }
-        Ok(CallQuery {
-            start,
-            end,
-            number: None,
-        })
+        Ok(CallQuery { start, end, number: None })
     }
 
     /// The same query for one deployment number.
@@ -108,11 +104,7 @@ impl PageRequest {
     /// The same query at another offset.
     #[must_use]
     pub fn at_offset(&self, offset: u64) -> Self {
-        PageRequest {
-            query: self.query.clone(),
-            limit: self.limit,
-            offset,
-        }
+        PageRequest { query: self.query.clone(), limit: self.limit, offset }
     }
 }
 
@@ -148,9 +140,7 @@ mod tests {
 
     #[test]
     fn empty_number_means_unfiltered() {
-        let q = CallQuery::new(0, 1)
-            .expect("valid")
-            .with_number(Some(String::new()));
+        let q = CallQuery::new(0, 1).expect("valid").with_number(Some(String::new()));
         assert_eq!(q.number(), None);
     }
 }

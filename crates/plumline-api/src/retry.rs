@@ -38,10 +38,7 @@ impl RetryPolicy {
     /// A policy that never retries.
     #[must_use]
     pub fn never() -> Self {
-        RetryPolicy {
-            max_attempts: 1,
-            ..RetryPolicy::default()
-        }
+        RetryPolicy { max_attempts: 1, ..RetryPolicy::default() }
     }
 
     /// The backoff before retry number `retry` (1 for the first retry),
@@ -81,9 +78,6 @@ mod tests {
         }
         // Retry-After wins when longer; max_elapsed, checked by the caller, bounds it.
         assert!(p.backoff(1, Some(Duration::from_millis(700))) >= Duration::from_millis(700));
-        assert_eq!(
-            p.backoff(1, Some(Duration::from_secs(3600))),
-            Duration::from_secs(3600)
-        );
+        assert_eq!(p.backoff(1, Some(Duration::from_secs(3600))), Duration::from_secs(3600));
     }
 }

@@ -55,10 +55,7 @@ impl Credentials {
     /// Email and key together.
     #[must_use]
     pub fn new(email: impl Into<String>, developer_key: impl Into<String>) -> Self {
-        Credentials {
-            email: email.into(),
-            developer_key: DeveloperKey::new(developer_key),
-        }
+        Credentials { email: email.into(), developer_key: DeveloperKey::new(developer_key) }
     }
 }
 

@@ -48,10 +48,7 @@ impl WireFormat {
     /// kinder than failing on what was asked for.
     #[must_use]
     pub fn sniff(body: &[u8]) -> Option<Self> {
-        match body
-            .iter()
-            .find(|b| !b.is_ascii_whitespace() && **b != 0xEF && **b != 0xBB && **b != 0xBF)?
-        {
+        match body.iter().find(|b| !b.is_ascii_whitespace() && **b != 0xEF && **b != 0xBB && **b != 0xBF)? {
             b'<' => Some(WireFormat::Xml),
             b'{' | b'[' => Some(WireFormat::Json),
             _ => None,
@@ -91,11 +88,7 @@ pub struct DecodeError {
 
 impl DecodeError {
     fn new(format: WireFormat, reason: impl fmt::Display, body: &[u8]) -> Self {
-        DecodeError {
-            format,
-            reason: reason.to_string(),
-            snippet: snippet(body),
-        }
+        DecodeError { format, reason: reason.to_string(), snippet: snippet(body) }
     }
 }
 
@@ -107,19 +100,11 @@ impl DecodeError {
 pub fn snippet(body: &[u8]) -> String {
     const MAX: usize = 120;
     let text = String::from_utf8_lossy(&body[..body.len().min(MAX * 4)]);
-    let mut out: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(MAX)
-        .collect();
+    let mut out: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).take(MAX).collect();
     if text.chars().count() > MAX || body.len() > MAX * 4 {
         out.push('…');
     }
-    if out.trim().is_empty() {
-        "<empty>".to_owned()
-    } else {
-        out
-    }
+    if out.trim().is_empty() { "<empty>".to_owned() } else { out }
 }
 
 /// Decodes a 200 body as a page, in `format` or, when the body is clearly the
@@ -144,13 +129,7 @@ pub fn decode_json(body: &[u8]) -> Result<CallPage, DecodeError> {
     }
     let envelope: Envelope =
         serde_json::from_slice(body).map_err(|e| DecodeError::new(WireFormat::Json, e, body))?;
-    finish(
-        envelope.calls,
-        envelope.total_calls,
-        envelope.error.is_some(),
-        WireFormat::Json,
-        body,
-    )
+    finish(envelope.calls, envelope.total_calls, envelope.error.is_some(), WireFormat::Json, body)
 }
 
 /// Decodes an XML page (`<result><calls><item>…</item></calls><total_calls>N</total_calls></result>`).
@@ -214,13 +193,7 @@ pub fn decode_xml(body: &[u8]) -> Result<CallPage, DecodeError> {
         ),
         None => None,
     };
-    finish(
-        calls,
-        total_calls,
-        envelope.error.is_some(),
-        WireFormat::Xml,
-        body,
-    )
+    finish(calls, total_calls, envelope.error.is_some(), WireFormat::Xml, body)
 }
 
 fn finish(
@@ -289,10 +262,7 @@ pub(crate) mod lenient {
             return Ok(i);
         }
         match t.parse::<f64>() {
-            #[allow(
-                clippy::cast_possible_truncation,
-                reason = "only whole values in range are accepted"
-            )]
+            #[allow(clippy::cast_possible_truncation, reason = "only whole values in range are accepted")]
             Ok(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(f as i64),
             _ => Err(format!("expected an integer, got {v:?}")),
         }
@@ -340,9 +310,7 @@ pub(crate) mod lenient {
 
     pub(crate) fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
         let v = d.deserialize_any(IntVisitor)?;
-        u64::try_from(v)
-            .map(Some)
-            .map_err(|_| de::Error::custom(format!("expected a count, got {v}")))
+        u64::try_from(v).map(Some).map_err(|_| de::Error::custom(format!("expected a count, got {v}")))
     }
 
     struct BoolVisitor;
@@ -442,11 +410,7 @@ pub(crate) mod lenient {
             }
         }
         fn visit_bool<E: de::Error>(self, v: bool) -> Result<Vec<Call>, E> {
-            if v {
-                Err(E::custom("expected a list of calls, got true"))
-            } else {
-                Ok(Vec::new())
-            }
+            if v { Err(E::custom("expected a list of calls, got true")) } else { Ok(Vec::new()) }
         }
     }
 
@@ -482,20 +446,8 @@ mod tests {
         assert_eq!(
             page.calls,
             vec![
-                call(
-                    "8009957586",
-                    "2125551234",
-                    1_529_552_691,
-                    1_529_552_697,
-                    "300060;001;1529552581"
-                ),
-                call(
-                    "8009957586",
-                    "6175551234",
-                    1_529_550_008,
-                    1_529_550_036,
-                    "400050;001;1529549919"
-                ),
+                call("8009957586", "2125551234", 1_529_552_691, 1_529_552_697, "300060;001;1529552581"),
+                call("8009957586", "6175551234", 1_529_550_008, 1_529_550_036, "400050;001;1529549919"),
             ]
         );
     }
@@ -507,20 +459,8 @@ mod tests {
         assert_eq!(
             page.calls,
             vec![
-                call(
-                    "8669077078",
-                    "3472550011",
-                    1_529_552_691,
-                    1_529_552_697,
-                    "300060;001;1529552581"
-                ),
-                call(
-                    "8338605949",
-                    "3472550011",
-                    1_529_550_008,
-                    1_529_550_036,
-                    "400050;001;1529549919"
-                ),
+                call("8669077078", "3472550011", 1_529_552_691, 1_529_552_697, "300060;001;1529552581"),
+                call("8338605949", "3472550011", 1_529_550_008, 1_529_550_036, "400050;001;1529549919"),
             ]
         );
     }
@@ -566,10 +506,7 @@ mod tests {
             let page = decode_page(body.as_bytes(), WireFormat::Json)
                 .unwrap_or_else(|e| panic!("body {body} failed to decode: {e}"));
             assert_eq!(page.total_calls, *total, "total of {body}");
-            let got = page
-                .calls
-                .first()
-                .map(|c| (c.start, c.log, c.call_type.as_str().to_owned()));
+            let got = page.calls.first().map(|c| (c.start, c.log, c.call_type.as_str().to_owned()));
             let want = first.map(|(s, l, t)| (s, l, t.to_owned()));
             assert_eq!(got, want, "first call of {body}");
         }
@@ -579,10 +516,7 @@ mod tests {
     fn unknown_type_is_kept_verbatim() {
         let page = decode_json(br#"{"calls":[{"dest":"1","src":"2","start":1,"end":2,"session_id":"a","type":"Sip-Refer","log":true}],"total_calls":1}"#).expect("decodes");
         assert_eq!(page.calls[0].call_type, CallType::Other("Sip-Refer".into()));
-        assert_eq!(
-            serde_json::to_string(&page.calls[0].call_type).expect("serializes"),
-            r#""Sip-Refer""#
-        );
+        assert_eq!(serde_json::to_string(&page.calls[0].call_type).expect("serializes"), r#""Sip-Refer""#);
     }
 
     #[test]
@@ -620,10 +554,7 @@ mod tests {
 
     #[test]
     fn error_messages_from_both_formats() {
-        assert_eq!(
-            error_message(br#"{"error":"database error"}"#).as_deref(),
-            Some("database error")
-        );
+        assert_eq!(error_message(br#"{"error":"database error"}"#).as_deref(), Some("database error"));
         assert_eq!(
             error_message(br#"{"error":"auth","type":"x","message":"inactive account"}"#).as_deref(),
             Some("auth: inactive account")

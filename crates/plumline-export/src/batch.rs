@@ -64,8 +64,14 @@ pub fn calls_to_batch(calls: &[Call], number: Option<&str>) -> Result<RecordBatc
         strings(|c| &c.src, bytes(|c| &c.src)),
         strings(|c| &c.dest, bytes(|c| &c.dest)),
         strings(|c| c.call_type.as_str(), bytes(|c| c.call_type.as_str())),
-        Arc::new(TimestampMillisecondArray::from_iter_values(calls.iter().map(|c| millis(c.start))).with_timezone("UTC")),
-        Arc::new(TimestampMillisecondArray::from_iter_values(calls.iter().map(|c| millis(c.end))).with_timezone("UTC")),
+        Arc::new(
+            TimestampMillisecondArray::from_iter_values(calls.iter().map(|c| millis(c.start)))
+                .with_timezone("UTC"),
+        ),
+        Arc::new(
+            TimestampMillisecondArray::from_iter_values(calls.iter().map(|c| millis(c.end)))
+                .with_timezone("UTC"),
+        ),
         Arc::new(Int64Array::from_iter_values(calls.iter().map(Call::duration_secs))),
         Arc::new(calls.iter().map(|c| Some(c.log)).collect::<BooleanArray>()),
     ];
@@ -95,18 +101,17 @@ impl SessionHasher {
 /// Keeps the rows of `batch` where `keep` is true (the lake schema only).
 pub(crate) fn filter_rows(batch: &RecordBatch, keep: &[bool]) -> Result<RecordBatch, ArrowError> {
     let rows: Vec<usize> = keep.iter().enumerate().filter_map(|(i, k)| k.then_some(i)).collect();
-    let columns = batch
-        .columns()
-        .iter()
-        .map(|col| take_rows(col.as_ref(), &rows))
-        .collect::<Result<Vec<_>, _>>()?;
+    let columns =
+        batch.columns().iter().map(|col| take_rows(col.as_ref(), &rows)).collect::<Result<Vec<_>, _>>()?;
     RecordBatch::try_new(batch.schema(), columns)
 }
 
 fn take_rows(col: &dyn Array, rows: &[usize]) -> Result<ArrayRef, ArrowError> {
     let any = col.as_any();
     if let Some(a) = any.downcast_ref::<StringArray>() {
-        return Ok(Arc::new(rows.iter().map(|&i| a.is_valid(i).then(|| a.value(i))).collect::<StringArray>()));
+        return Ok(Arc::new(
+            rows.iter().map(|&i| a.is_valid(i).then(|| a.value(i))).collect::<StringArray>(),
+        ));
     }
     if let Some(a) = any.downcast_ref::<TimestampMillisecondArray>() {
         let values = TimestampMillisecondArray::from_iter_values(rows.iter().map(|&i| a.value(i)));
@@ -167,7 +172,8 @@ mod tests {
         let batch = calls_to_batch(&calls, Some("1")).expect("batch");
         let kept = filter_rows(&batch, &[true, false, true, false, true]).expect("filter");
         assert_eq!(kept.schema(), lake_schema());
-        let expect = calls_to_batch(&[calls[0].clone(), calls[2].clone(), calls[4].clone()], Some("1")).expect("b");
+        let expect =
+            calls_to_batch(&[calls[0].clone(), calls[2].clone(), calls[4].clone()], Some("1")).expect("b");
         assert_eq!(kept, expect);
     }
 

@@ -121,7 +121,11 @@ impl ExportError {
         ExportError::Io { action, path: path.into(), source }
     }
 
-    pub(crate) fn store(action: &'static str, location: impl Into<String>, source: object_store::Error) -> Self {
+    pub(crate) fn store(
+        action: &'static str,
+        location: impl Into<String>,
+        source: object_store::Error,
+    ) -> Self {
         ExportError::ObjectStore { action, location: location.into(), source }
     }
 

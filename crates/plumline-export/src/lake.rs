@@ -192,7 +192,10 @@ impl Destination {
         }
         let prefix = ObjPath::from_url_path(url.path())
             .map_err(|e| bad(format!("--out `{dest}` has an invalid path: {e}")))?;
-        Ok(Destination { kind: Kind::Store { store, prefix }, display: dest.trim_end_matches('/').to_owned() })
+        Ok(Destination {
+            kind: Kind::Store { store, prefix },
+            display: dest.trim_end_matches('/').to_owned(),
+        })
     }
 
     /// A local directory (created if missing).
@@ -274,7 +277,9 @@ impl Destination {
             Kind::Store { store, prefix } => {
                 let raw = match store.get(&Self::obj(prefix, &rel_state)).await {
                     Ok(got) => Some(
-                        got.bytes().await.map_err(|e| ExportError::store("reading", self.location(&rel_state), e))?,
+                        got.bytes()
+                            .await
+                            .map_err(|e| ExportError::store("reading", self.location(&rel_state), e))?,
                     ),
                     Err(object_store::Error::NotFound { .. }) => None,
                     Err(e) => return Err(ExportError::store("reading", self.location(&rel_state), e)),
@@ -338,7 +343,8 @@ impl Destination {
             (Kind::Local { root }, EncodedBody::Local(temp)) => {
                 let (dir, target) = (root.join(partition_dir(p.date())), root.join(&rel));
                 blocking(move || {
-                    std::fs::rename(temp.path(), &target).map_err(|e| ExportError::io("renaming into", &target, e))?;
+                    std::fs::rename(temp.path(), &target)
+                        .map_err(|e| ExportError::io("renaming into", &target, e))?;
                     temp.disarm();
                     sync_dir(&dir)
                 })
@@ -347,7 +353,9 @@ impl Destination {
             (Kind::Store { store, prefix }, EncodedBody::Memory(buf)) => {
                 upload(store, &Self::obj(prefix, &rel), Bytes::from(buf), &self.location(&rel)).await?;
             }
-            _ => return Err(ExportError::Worker("a day file was encoded for another destination".into())),
+            _ => {
+                return Err(ExportError::Worker("a day file was encoded for another destination".into()));
+            }
         }
         debug!(day = %p.date(), file = %rel, "committed");
         Ok(rel)
@@ -393,7 +401,9 @@ fn prepare_local(root: &Path, slugs: &[String]) -> Result<(), ExportError> {
             if name.starts_with('.') && has_suffix(name, ".tmp") && is_ours(name) {
                 match std::fs::remove_file(file.path()) {
                     Ok(()) => removed += 1,
-                    Err(error) => warn!(path = %file.path().display(), %error, "cannot remove a stale temp file"),
+                    Err(error) => {
+                        warn!(path = %file.path().display(), %error, "cannot remove a stale temp file");
+                    }
                 }
             }
         }
@@ -428,7 +438,8 @@ fn write_atomically(target: &Path, body: &[u8]) -> Result<(), ExportError> {
         std::process::id(),
         TEMP_SEQ.fetch_add(1, Ordering::Relaxed)
     )));
-    let mut file = std::fs::File::create(temp.path()).map_err(|e| ExportError::io("creating", temp.path(), e))?;
+    let mut file =
+        std::fs::File::create(temp.path()).map_err(|e| ExportError::io("creating", temp.path(), e))?;
     file.write_all(body).map_err(|e| ExportError::io("writing", temp.path(), e))?;
     file.sync_all().map_err(|e| ExportError::io("syncing", temp.path(), e))?;
     std::fs::rename(temp.path(), target).map_err(|e| ExportError::io("renaming into", target, e))?;
@@ -445,11 +456,16 @@ fn sync_dir(dir: &Path) -> Result<(), ExportError> {
 /// any part fails, so no orphaned upload is left behind.
 async fn upload(store: &Store, path: &ObjPath, body: Bytes, location: &str) -> Result<(), ExportError> {
     if body.len() <= UPLOAD_PART_BYTES {
-        store.put(path, PutPayload::from(body)).await.map_err(|e| ExportError::store("uploading", location, e))?;
+        store
+            .put(path, PutPayload::from(body))
+            .await
+            .map_err(|e| ExportError::store("uploading", location, e))?;
         return Ok(());
     }
-    let upload =
-        store.put_multipart(path).await.map_err(|e| ExportError::store("starting the upload of", location, e))?;
+    let upload = store
+        .put_multipart(path)
+        .await
+        .map_err(|e| ExportError::store("starting the upload of", location, e))?;
     let mut writer = WriteMultipart::new_with_chunk_size(upload, UPLOAD_PART_BYTES);
     writer.put(body);
     // `finish` aborts the upload itself when a part or the completion fails.

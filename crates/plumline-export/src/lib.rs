@@ -48,7 +48,8 @@ pub fn write_parquet_to_vec(
 ) -> Result<Vec<u8>, ExportError> {
     let properties = sink::writer_properties(options, Vec::new())?;
     let perr = |source| ExportError::Parquet { action: "writing", location: "memory".into(), source };
-    let mut writer = parquet::arrow::ArrowWriter::try_new(Vec::new(), lake_schema(), Some(properties)).map_err(perr)?;
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(Vec::new(), lake_schema(), Some(properties)).map_err(perr)?;
     for batch in batches {
         writer.write(batch).map_err(perr)?;
     }

@@ -111,7 +111,11 @@ impl<S: PageSource + 'static> Exporter<S> {
     /// # Errors
     /// [`ExportError::InvalidPlan`] for a page size outside 1..=10000 or a
     /// day attempt count of 0.
-    pub fn new(source: Arc<S>, destination: Destination, options: ExportOptions) -> Result<Self, ExportError> {
+    pub fn new(
+        source: Arc<S>,
+        destination: Destination,
+        options: ExportOptions,
+    ) -> Result<Self, ExportError> {
         validate_limit(options.page_size).map_err(|e| ExportError::InvalidPlan(e.to_string()))?;
         if options.max_day_attempts == 0 {
             return Err(ExportError::InvalidPlan("max_day_attempts must be at least 1".into()));
@@ -142,15 +146,22 @@ impl<S: PageSource + 'static> Exporter<S> {
     /// rerun resumes. An object-store upload interrupted mid-way may leave an
     /// incomplete multipart upload (invisible to readers; a bucket lifecycle
     /// rule removes it).
-    pub async fn run(&self, plan: &ExportPlan, observer: &dyn ExportObserver) -> Result<ExportSummary, ExportError> {
+    pub async fn run(
+        &self,
+        plan: &ExportPlan,
+        observer: &dyn ExportObserver,
+    ) -> Result<ExportSummary, ExportError> {
         let started = Instant::now();
         let now = self.options.now.unwrap_or_else(|| Timestamp::now().as_second());
         let settle = i64::try_from(self.options.settle.as_secs()).unwrap_or(i64::MAX);
         let slugs: BTreeSet<String> = plan.partitions().iter().map(|p| number_slug(p.number())).collect();
         self.destination.prepare(slugs.into_iter().collect()).await?;
 
-        let mut summary =
-            ExportSummary { partitions: plan.partitions().len(), days: plan.n_days(), ..ExportSummary::default() };
+        let mut summary = ExportSummary {
+            partitions: plan.partitions().len(),
+            days: plan.n_days(),
+            ..ExportSummary::default()
+        };
         let mut todo = Vec::new();
         let states: Vec<(&DayPartition, Option<DayState>)> = stream::iter(plan.partitions())
             .map(|p| async move {
@@ -307,9 +318,8 @@ impl<S: PageSource + 'static> Exporter<S> {
     ) -> Result<DayFetch, ExportError> {
         let limit = self.options.page_size;
         let hasher = SessionHasher::default();
-        let page_request = |offset: u64| {
-            query.page(limit, offset).map_err(|e| ExportError::InvalidPlan(e.to_string()))
-        };
+        let page_request =
+            |offset: u64| query.page(limit, offset).map_err(|e| ExportError::InvalidPlan(e.to_string()));
         // Slots are taken in offset order, before the page's task exists: a
         // day's next page to write always holds a slot (or is done), so pages
         // waiting to be written can never starve it of one (no deadlock).
@@ -329,18 +339,21 @@ impl<S: PageSource + 'static> Exporter<S> {
             number: day.number().map(str::to_owned),
             total_calls: total,
         });
-        let mut seen: HashSet<u128> = HashSet::with_capacity(usize::try_from(total.min(1 << 20)).unwrap_or(0));
+        let mut seen: HashSet<u128> =
+            HashSet::with_capacity(usize::try_from(total.min(1 << 20)).unwrap_or(0));
         let mut fetch = DayFetch { rows: 0, total, pages: 1, problem: None };
         fetch.rows += consume_page(first, &mut seen, sink, day, observer).await?;
         let n_pages = total.div_ceil(u64::from(limit));
         let lookahead = self.options.concurrency.get();
-        let mut rest = std::pin::pin!(stream::iter(1..n_pages)
-            .then(|k| async move {
-                let request = page_request(k * u64::from(limit))?;
-                Ok::<_, ExportError>(spawn(request, acquire().await?))
-            })
-            .map(|spawned| async move { spawned?.await })
-            .buffered(lookahead));
+        let mut rest = std::pin::pin!(
+            stream::iter(1..n_pages)
+                .then(|k| async move {
+                    let request = page_request(k * u64::from(limit))?;
+                    Ok::<_, ExportError>(spawn(request, acquire().await?))
+                })
+                .map(|spawned| async move { spawned?.await })
+                .buffered(lookahead)
+        );
         let mut problem = None;
         while let Some(page) = rest.next().await {
             let page = page?;
@@ -516,7 +529,8 @@ mod tests {
                 return Err(ApiError::Unauthorized { status: 401, message: None });
             }
             let q = request.query();
-            let window: Vec<&Call> = self.calls.iter().filter(|c| c.start >= q.start() && c.start <= q.end()).collect();
+            let window: Vec<&Call> =
+                self.calls.iter().filter(|c| c.start >= q.start() && c.start <= q.end()).collect();
             let offset = usize::try_from(request.offset()).expect("offset");
             let from = if self.overlap && offset > 0 { offset - 1 } else { offset };
             let to = (offset + request.limit() as usize).min(window.len());
@@ -641,7 +655,8 @@ mod tests {
                 ..options()
             };
             let run = export(&source, dir.path(), options, 8);
-            let summary = tokio::time::timeout(Duration::from_secs(60), run).await.expect("no deadlock").expect("ok");
+            let summary =
+                tokio::time::timeout(Duration::from_secs(60), run).await.expect("no deadlock").expect("ok");
             assert_eq!(summary.calls, 8 * 730);
             assert_eq!(source.max_in_flight.load(Ordering::SeqCst), concurrency);
         }
@@ -673,9 +688,13 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_day_that_never_adds_up_fails_when_closed_and_stays_open_otherwise() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let source = Arc::new(FakeSource { calls: calls(1, 150), inflate_always: 1, ..FakeSource::default() });
+        let source =
+            Arc::new(FakeSource { calls: calls(1, 150), inflate_always: 1, ..FakeSource::default() });
         let err = export(&source, dir.path(), options(), 1).await.expect_err("inconsistent");
-        assert!(matches!(err, ExportError::Inconsistent { expected: 151, received: 150, attempts: 4, .. }), "{err}");
+        assert!(
+            matches!(err, ExportError::Inconsistent { expected: 151, received: 150, attempts: 4, .. }),
+            "{err}"
+        );
         assert!(lake_ids(dir.path()).is_empty());
         assert!(leftovers(dir.path()).is_empty());
         // The same day inside the settle margin is written, but not recorded complete.
@@ -695,7 +714,9 @@ mod tests {
         let second = export(&source, dir.path(), options(), 2).await.expect("second");
         assert_eq!((second.skipped, second.written), (2, 0));
         assert_eq!(source.requests.load(Ordering::SeqCst), before, "no request for committed days");
-        let third = export(&source, dir.path(), ExportOptions { overwrite: true, ..options() }, 2).await.expect("3rd");
+        let third = export(&source, dir.path(), ExportOptions { overwrite: true, ..options() }, 2)
+            .await
+            .expect("3rd");
         assert_eq!(third.written, 2);
         assert_eq!(lake_ids(dir.path()), ids(&source.calls));
         // A committed file that vanished is exported again.
@@ -709,10 +730,13 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_page_names_its_day_and_offset_and_leaves_no_temp() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let source = Arc::new(FakeSource { calls: calls(1, 450), fail_at: Some(200), ..FakeSource::default() });
+        let source =
+            Arc::new(FakeSource { calls: calls(1, 450), fail_at: Some(200), ..FakeSource::default() });
         let err = export(&source, dir.path(), options(), 1).await.expect_err("fails");
         match &err {
-            ExportError::Api { day, offset, .. } => assert_eq!((day.to_string().as_str(), *offset), ("1970-01-01", 200)),
+            ExportError::Api { day, offset, .. } => {
+                assert_eq!((day.to_string().as_str(), *offset), ("1970-01-01", 200));
+            }
             other => panic!("unexpected {other}"),
         }
         assert!(lake_ids(dir.path()).is_empty());

@@ -123,7 +123,8 @@ impl ExportPlan {
         if filters.is_empty() {
             filters.push(None);
         }
-        let bad_time = |e: jiff::Error| ExportError::InvalidPlan(format!("the range is outside the calendar: {e}"));
+        let bad_time =
+            |e: jiff::Error| ExportError::InvalidPlan(format!("the range is outside the calendar: {e}"));
         let mut date = Timestamp::from_second(start).map_err(bad_time)?.to_zoned_datetime(tz.clone()).date();
         let mut partitions = Vec::new();
         loop {
@@ -133,7 +134,12 @@ impl ExportPlan {
             let (ws, we) = (start.max(day_start), end.min(next_start));
             if ws < we {
                 for number in &filters {
-                    partitions.push(DayPartition { date, number: number.clone(), window_start: ws, window_end: we });
+                    partitions.push(DayPartition {
+                        date,
+                        number: number.clone(),
+                        window_start: ws,
+                        window_end: we,
+                    });
                 }
             }
             if next_start >= end {
@@ -248,7 +254,8 @@ mod tests {
     #[test]
     fn partial_first_and_last_days() {
         let utc = TimeZone::UTC;
-        let plan = ExportPlan::new(ts("2026-01-01T12:00:00Z"), ts("2026-01-03T06:00:00Z"), utc, &[]).expect("plan");
+        let plan =
+            ExportPlan::new(ts("2026-01-01T12:00:00Z"), ts("2026-01-03T06:00:00Z"), utc, &[]).expect("plan");
         assert_eq!(
             windows(&plan),
             vec![
@@ -260,8 +267,9 @@ mod tests {
         let q = plan.partitions()[0].query().expect("query");
         assert_eq!((q.start(), q.end()), (ts("2026-01-01T12:00:00Z"), ts("2026-01-02T00:00:00Z") - 1));
         // A range ending exactly at midnight has no empty trailing day.
-        let plan = ExportPlan::new(ts("2026-01-01T00:00:00Z"), ts("2026-01-02T00:00:00Z"), TimeZone::UTC, &[])
-            .expect("plan");
+        let plan =
+            ExportPlan::new(ts("2026-01-01T00:00:00Z"), ts("2026-01-02T00:00:00Z"), TimeZone::UTC, &[])
+                .expect("plan");
         assert_eq!(plan.partitions().len(), 1);
         assert_eq!(plan.n_days(), 1);
     }

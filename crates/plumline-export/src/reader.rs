@@ -79,7 +79,9 @@ pub fn lake_files(root: &Path) -> Result<Vec<(String, PathBuf)>, ExportError> {
     for entry in entries {
         let entry = entry.map_err(|e| ExportError::io("listing", root, e))?;
         let name = entry.file_name();
-        let Some(day) = name.to_str().and_then(|n| n.strip_prefix("date=")) else { continue };
+        let Some(day) = name.to_str().and_then(|n| n.strip_prefix("date=")) else {
+            continue;
+        };
         let dir = entry.path();
         for file in std::fs::read_dir(&dir).map_err(|e| ExportError::io("listing", &dir, e))? {
             let file = file.map_err(|e| ExportError::io("listing", &dir, e))?;
@@ -104,7 +106,8 @@ pub fn lake_files(root: &Path) -> Result<Vec<(String, PathBuf)>, ExportError> {
 pub fn summarize_lake(root: &Path) -> Result<LakeSummary, ExportError> {
     let mut summary = LakeSummary::default();
     for (day, path) in lake_files(root)? {
-        let perr = |source| ExportError::Parquet { action: "reading", location: path.display().to_string(), source };
+        let perr =
+            |source| ExportError::Parquet { action: "reading", location: path.display().to_string(), source };
         let file = File::open(&path).map_err(|e| ExportError::io("opening", &path, e))?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(perr)?;
         let mask = ProjectionMask::columns(builder.parquet_schema(), ["number", "type", "duration_s"]);
@@ -123,7 +126,8 @@ pub fn summarize_lake(root: &Path) -> Result<LakeSummary, ExportError> {
             let call_type = call_type.as_string::<i32>();
             let duration = duration.as_primitive::<Int64Type>();
             for i in 0..batch.num_rows() {
-                let key = (number.is_valid(i).then(|| number.value(i).to_owned()), call_type.value(i).to_owned());
+                let key =
+                    (number.is_valid(i).then(|| number.value(i).to_owned()), call_type.value(i).to_owned());
                 *summary.per_number_type.entry(key).or_insert(0) += 1;
                 *summary.durations.entry(duration.value(i)).or_insert(0) += 1;
             }

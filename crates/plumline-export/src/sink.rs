@@ -150,10 +150,13 @@ enum Message {
 /// thread stops and a local temp file is deleted.
 ///
 /// ## Memory Usage
-/// At most [`SINK_CHANNEL_BATCHES`] batches wait in the channel; the
-/// writer itself holds one encoded row group (bounded by
-/// [`ParquetOptions::max_row_group_rows`]; zstd-compressed pages of about
-/// 15 bytes per call). For an object store the finished file is held in
+/// At most [`SINK_CHANNEL_BATCHES`] batches wait in the channel. The
+/// thread buffers up to [`ParquetOptions::max_row_group_rows`] rows as Arrow
+/// batches (about 100 bytes per call) before it opens the Parquet writer,
+/// which then holds one encoded row group (zstd-compressed pages of about
+/// 15 bytes per call) plus a compression context and page buffers per
+/// column (tens of MB); a day smaller than a row group opens its writer only
+/// when complete, so few writers are open at once. For an object store the finished file is held in
 /// memory until uploaded, so a day's compressed size (about 15 MB per
 /// million calls) is the largest buffer.
 #[derive(Debug)]
@@ -180,27 +183,62 @@ impl ParquetSink {
     pub(crate) fn spawn(target: SinkTarget, properties: WriterProperties, location: String) -> Self {
         let (tx, mut rx) = mpsc::channel::<Message>(SINK_CHANNEL_BATCHES);
         let loc = location.clone();
+        let max_buffered_rows = properties.max_row_group_row_count().unwrap_or(usize::MAX);
         let handle = tokio::task::spawn_blocking(move || {
-            let parquet_err = |source| ExportError::Parquet { action: "writing", location: loc.clone(), source };
-            let mut writer = ArrowWriter::try_new(target, lake_schema(), Some(properties)).map_err(parquet_err)?;
+            let parquet_err =
+                |source| ExportError::Parquet { action: "writing", location: loc.clone(), source };
+            // The writer (with a zstd context and page buffers per column,
+            // tens of MB) opens only once a row group's worth of rows has
+            // arrived or the day is complete: most days are encoded in one go,
+            // so open writers stay few however many days are in flight.
+            let mut pending: Vec<RecordBatch> = Vec::new();
+            let mut pending_rows = 0usize;
+            let mut target = Some(target);
+            let mut writer: Option<ArrowWriter<SinkTarget>> = None;
             let mut rows = 0u64;
             loop {
-                match rx.blocking_recv() {
+                let finished = match rx.blocking_recv() {
                     Some(Message::Batch(batch)) => {
                         rows += batch.num_rows() as u64;
-                        writer.write(&batch).map_err(parquet_err)?;
+                        pending_rows += batch.num_rows();
+                        pending.push(batch);
+                        false
                     }
-                    Some(Message::Finish) => break,
+                    Some(Message::Finish) => true,
                     // The sender was dropped: the day was abandoned.
                     None => return Err(ExportError::Worker(format!("writing {loc} was abandoned"))),
+                };
+                if finished || pending_rows >= max_buffered_rows {
+                    let w = match (&mut writer, target.take()) {
+                        (Some(w), _) => w,
+                        (None, Some(t)) => writer.insert(
+                            ArrowWriter::try_new(t, lake_schema(), Some(properties.clone()))
+                                .map_err(parquet_err)?,
+                        ),
+                        (None, None) => {
+                            return Err(ExportError::Worker(format!("writer of {loc} lost its target")));
+                        }
+                    };
+                    for batch in pending.drain(..) {
+                        w.write(&batch).map_err(parquet_err)?;
+                    }
+                    pending_rows = 0;
+                }
+                if finished {
+                    break;
                 }
             }
+            let Some(writer) = writer else {
+                return Err(ExportError::Worker(format!("writer of {loc} never opened")));
+            };
             // Writes the footer and hands back the target.
             let target = writer.into_inner().map_err(parquet_err)?;
             let (bytes, body) = match target {
                 SinkTarget::File { file, temp } => {
                     file.sync_all().map_err(|e| ExportError::io("syncing", temp.path(), e))?;
-                    let bytes = file.metadata().map_err(|e| ExportError::io("reading the size of", temp.path(), e))?;
+                    let bytes = file
+                        .metadata()
+                        .map_err(|e| ExportError::io("reading the size of", temp.path(), e))?;
                     (bytes.len(), EncodedBody::Local(temp))
                 }
                 SinkTarget::Memory(buf) => (buf.len() as u64, EncodedBody::Memory(buf)),
@@ -224,7 +262,11 @@ impl ParquetSink {
             return Ok(());
         }
         // The thread stopped early: its result says why.
-        Err(self.join().await.err().unwrap_or_else(|| ExportError::Worker(format!("writer of {} stopped", self.location))))
+        Err(self
+            .join()
+            .await
+            .err()
+            .unwrap_or_else(|| ExportError::Worker(format!("writer of {} stopped", self.location))))
     }
 
     /// Ends the file and waits until it is encoded and durable.

@@ -74,10 +74,13 @@ fn rows(batches: &[RecordBatch]) -> Vec<(Call, Option<String>)> {
     for b in batches {
         assert_eq!(b.schema(), lake_schema(), "the file's embedded Arrow schema is the contract's");
         let s = |name: &str| b.column_by_name(name).expect(name).as_string::<i32>().clone();
-        let t = |name: &str| b.column_by_name(name).expect(name).as_primitive::<TimestampMillisecondType>().clone();
+        let t = |name: &str| {
+            b.column_by_name(name).expect(name).as_primitive::<TimestampMillisecondType>().clone()
+        };
         let (id, number, src, dest, ty) = (s("session_id"), s("number"), s("src"), s("dest"), s("type"));
         let (start, end) = (t("start"), t("end"));
-        let duration = b.column_by_name("duration_s").expect("duration_s").as_primitive::<Int64Type>().clone();
+        let duration =
+            b.column_by_name("duration_s").expect("duration_s").as_primitive::<Int64Type>().clone();
         let log = b.column_by_name("log").expect("log").as_boolean().clone();
         for i in 0..b.num_rows() {
             assert_eq!(start.value(i) % 1000, 0, "whole seconds");
@@ -133,9 +136,12 @@ fn temp_files(root: &Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_day_lake_equals_ground_truth_per_number_and_unfiltered() {
-    let server = SimServer::start(SimConfig::default().with_calls_per_day(300.0), "127.0.0.1:0".parse().expect("addr"))
-        .await
-        .expect("sim");
+    let server = SimServer::start(
+        SimConfig::default().with_calls_per_day(300.0),
+        "127.0.0.1:0".parse().expect("addr"),
+    )
+    .await
+    .expect("sim");
     let numbers: Vec<String> = server.simulator().numbers()[..2].to_vec();
     let dir = tempfile::tempdir().expect("tempdir");
     // A partial first and last day: 06:00 on Jan 2 to 18:00 on Jan 5.
@@ -211,9 +217,12 @@ async fn faults_do_not_change_the_lake() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_object_store_lake_is_exact_and_resumable() {
-    let server = SimServer::start(SimConfig::default().with_calls_per_day(100.0), "127.0.0.1:0".parse().expect("addr"))
-        .await
-        .expect("sim");
+    let server = SimServer::start(
+        SimConfig::default().with_calls_per_day(100.0),
+        "127.0.0.1:0".parse().expect("addr"),
+    )
+    .await
+    .expect("sim");
     let store = Arc::new(object_store::memory::InMemory::new());
     let prefix = object_store::path::Path::from("lake/calls");
     let dest = Destination::object_store(store.clone(), prefix.clone(), "memory://lake/calls");
@@ -225,7 +234,8 @@ async fn an_object_store_lake_is_exact_and_resumable() {
         let path = prefix.clone().join(partition_dir(p.date())).join(file_name(p.number()));
         let bytes = store.get(&path).await.expect("get").bytes().await.expect("bytes");
         assert_partition(bytes, &server, p, path.as_ref());
-        let state = prefix.clone().join("_plumline").join("days").join(plumline_export::number_slug(p.number()));
+        let state =
+            prefix.clone().join("_plumline").join("days").join(plumline_export::number_slug(p.number()));
         store.head(&state.join(format!("{}.json", p.date()))).await.expect("state recorded");
     }
     let second = export(&server, WireFormat::Json, dest, &plan, options(50, 4)).await;

@@ -108,11 +108,8 @@ impl CallFamilies {
         let mut out = BTreeMap::new();
         for (number, directions) in table.iter() {
             for (direction, s) in directions {
-                let series = CallSeries {
-                    calls: s.count,
-                    duration_count: s.count,
-                    duration_sum: s.sum_secs as f64,
-                };
+                let series =
+                    CallSeries { calls: s.count, duration_count: s.count, duration_sum: s.sum_secs as f64 };
                 out.insert((number.clone(), direction.clone()), series);
             }
         }
@@ -130,11 +127,7 @@ impl CallFamilies {
         for s in table.values().flat_map(BTreeMap::values) {
             let _ = writeln!(out, "plum_fuse_calls_total{{{}}} {}", s.labels, s.count);
         }
-        let _ = writeln!(
-            out,
-            "# HELP plum_fuse_call_duration_seconds {}",
-            self.durations_help
-        );
+        let _ = writeln!(out, "# HELP plum_fuse_call_duration_seconds {}", self.durations_help);
         out.push_str("# TYPE plum_fuse_call_duration_seconds histogram\n");
         for s in table.values().flat_map(BTreeMap::values) {
             let mut cumulative = 0;
@@ -151,16 +144,8 @@ impl CallFamilies {
                 "plum_fuse_call_duration_seconds_bucket{{{},le=\"+Inf\"}} {}",
                 s.labels, s.count
             );
-            let _ = writeln!(
-                out,
-                "plum_fuse_call_duration_seconds_sum{{{}}} {}",
-                s.labels, s.sum_secs
-            );
-            let _ = writeln!(
-                out,
-                "plum_fuse_call_duration_seconds_count{{{}}} {}",
-                s.labels, s.count
-            );
+            let _ = writeln!(out, "plum_fuse_call_duration_seconds_sum{{{}}} {}", s.labels, s.sum_secs);
+            let _ = writeln!(out, "plum_fuse_call_duration_seconds_count{{{}}} {}", s.labels, s.count);
         }
     }
 }
@@ -191,15 +176,7 @@ mod tests {
     #[test]
     fn durations_land_in_the_right_bucket() {
         // (duration, index of the first bucket that holds it; N_BUCKETS = +Inf)
-        let cases = [
-            (0, 0),
-            (5, 0),
-            (6, 1),
-            (60, 4),
-            (61, 5),
-            (3600, 13),
-            (3601, N_BUCKETS),
-        ];
+        let cases = [(0, 0), (5, 0), (6, 1), (60, 4), (61, 5), (3600, 13), (3601, N_BUCKETS)];
         for (duration, slot) in cases {
             let f = CallFamilies::new("", "");
             f.record("n", "inbound", duration);

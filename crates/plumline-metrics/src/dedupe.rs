@@ -45,11 +45,7 @@ impl SeenCalls {
     /// An empty set that holds at most `capacity` ids (at least 1).
     #[must_use]
     pub fn new(capacity: usize) -> Self {
-        SeenCalls {
-            by_id: HashMap::new(),
-            by_start: BTreeSet::new(),
-            capacity: capacity.max(1),
-        }
+        SeenCalls { by_id: HashMap::new(), by_start: BTreeSet::new(), capacity: capacity.max(1) }
     }
 
     /// Records `session_id` (a call that started at `start`) and says

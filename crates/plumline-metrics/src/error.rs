@@ -69,10 +69,7 @@ mod tests {
             (io::ErrorKind::PermissionDenied, "permission denied"),
         ];
         for (kind, needle) in cases {
-            let err = MetricsError::Bind {
-                addr,
-                source: io::Error::from(kind),
-            };
+            let err = MetricsError::Bind { addr, source: io::Error::from(kind) };
             let text = err.to_string();
             assert!(text.contains("127.0.0.1:9877") && text.contains(needle), "{text}");
         }

@@ -61,9 +61,7 @@ impl BasicAuth {
             ));
         }
         if password.is_empty() {
-            return Err(MetricsError::InvalidConfig(
-                "the basic-auth password is empty".into(),
-            ));
+            return Err(MetricsError::InvalidConfig("the basic-auth password is empty".into()));
         }
         Ok(BasicAuth { username, password })
     }
@@ -124,18 +122,9 @@ impl MetricsServer {
         metrics: Arc<Metrics>,
         auth: Option<BasicAuth>,
     ) -> Result<Self, MetricsError> {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| MetricsError::Bind { addr, source })?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| MetricsError::Bind { addr, source })?;
-        Ok(MetricsServer {
-            listener,
-            local_addr,
-            metrics,
-            auth: auth.map(Arc::new),
-        })
+        let listener = TcpListener::bind(addr).await.map_err(|source| MetricsError::Bind { addr, source })?;
+        let local_addr = listener.local_addr().map_err(|source| MetricsError::Bind { addr, source })?;
+        Ok(MetricsServer { listener, local_addr, metrics, auth: auth.map(Arc::new) })
     }
 
     /// The address actually bound.
@@ -158,9 +147,7 @@ impl MetricsServer {
         let mut shutdown = std::pin::pin!(shutdown);
         let graceful = GracefulShutdown::new();
         let mut builder = hyper::server::conn::http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT);
+        builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
         info!(addr = %self.local_addr, auth = self.auth.is_some(), "serving metrics");
         loop {
             let (stream, peer) = tokio::select! {
@@ -215,9 +202,7 @@ pub fn respond<B>(
     };
     if request.method() != Method::GET && request.method() != Method::HEAD {
         let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed: use GET\n");
-        response
-            .headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        response.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return response;
     }
     if let (false, Some(auth)) = (public, auth)
@@ -235,12 +220,8 @@ pub fn respond<B>(
         "/metrics" => match metrics.render() {
             Ok(body) => {
                 let mut response = Response::new(Full::new(Bytes::from(body)));
-                response
-                    .headers_mut()
-                    .insert(CONTENT_TYPE, HeaderValue::from_static(METRICS_CONTENT_TYPE));
-                response
-                    .headers_mut()
-                    .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(METRICS_CONTENT_TYPE));
+                response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 response
             }
             Err(error) => {
@@ -250,9 +231,7 @@ pub fn respond<B>(
         },
         _ => {
             let mut response = Response::new(Full::new(Bytes::from_static(LANDING_PAGE.as_bytes())));
-            response
-                .headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+            response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
             response
         }
     }
@@ -261,10 +240,7 @@ pub fn respond<B>(
 fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     response
 }
 
@@ -295,10 +271,7 @@ mod tests {
     }
 
     fn basic(user: &str, pass: &str) -> String {
-        format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
-        )
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}")))
     }
 
     async fn body(response: Response<Full<Bytes>>) -> String {
@@ -311,21 +284,9 @@ mod tests {
         let metrics = Metrics::new().expect("metrics");
         // (method, path, status, content type prefix, body needle)
         let cases = [
-            (
-                Method::GET,
-                "/metrics",
-                200,
-                "text/plain; version=0.0.4",
-                "# TYPE plum_fuse_up gauge",
-            ),
+            (Method::GET, "/metrics", 200, "text/plain; version=0.0.4", "# TYPE plum_fuse_up gauge"),
             (Method::HEAD, "/metrics", 200, "text/plain; version=0.0.4", ""),
-            (
-                Method::GET,
-                "/metrics?x=1",
-                200,
-                "text/plain; version=0.0.4",
-                "plum_fuse_up",
-            ),
+            (Method::GET, "/metrics?x=1", 200, "text/plain; version=0.0.4", "plum_fuse_up"),
             (Method::GET, "/healthz", 200, "text/plain", "ok"),
             (Method::GET, "/", 200, "text/html", "href=\"metrics\""),
             (Method::GET, "/nope", 404, "text/plain", "not found"),
@@ -344,10 +305,7 @@ mod tests {
                 .to_owned();
             assert!(ct.starts_with(content_type), "{method} {path}: {ct}");
             if status == 405 {
-                assert_eq!(
-                    response.headers().get(ALLOW).map(HeaderValue::as_bytes),
-                    Some(&b"GET, HEAD"[..])
-                );
+                assert_eq!(response.headers().get(ALLOW).map(HeaderValue::as_bytes), Some(&b"GET, HEAD"[..]));
             }
             assert!(body(response).await.contains(needle), "{method} {path}");
         }
@@ -372,11 +330,7 @@ mod tests {
             ("/nope", Some(good), 404),
         ];
         for (path, header, status) in cases {
-            let response = respond(
-                &request(Method::GET, path, header.as_deref()),
-                &metrics,
-                Some(&auth),
-            );
+            let response = respond(&request(Method::GET, path, header.as_deref()), &metrics, Some(&auth));
             assert_eq!(response.status().as_u16(), status, "{path} {header:?}");
             if status == 401 {
                 assert!(response.headers().contains_key(WWW_AUTHENTICATE));
@@ -389,13 +343,7 @@ mod tests {
 
     #[test]
     fn constant_time_eq_is_eq() {
-        for (a, b) in [
-            ("", ""),
-            ("a", "a"),
-            ("a", "b"),
-            ("ab", "a"),
-            ("secret", "secreT"),
-        ] {
+        for (a, b) in [("", ""), ("a", "a"), ("a", "b"), ("ab", "a"), ("secret", "secreT")] {
             assert_eq!(constant_time_eq(a.as_bytes(), b.as_bytes()), a == b, "{a} {b}");
         }
     }
@@ -403,9 +351,7 @@ mod tests {
     #[tokio::test]
     async fn serves_over_tcp_and_shuts_down() {
         let metrics = Arc::new(Metrics::new().expect("metrics"));
-        let server = MetricsServer::bind(([127, 0, 0, 1], 0).into(), metrics, None)
-            .await
-            .expect("bind");
+        let server = MetricsServer::bind(([127, 0, 0, 1], 0).into(), metrics, None).await.expect("bind");
         let addr = server.local_addr();
         let in_use = MetricsServer::bind(addr, Arc::new(Metrics::new().expect("metrics")), None).await;
         let err = in_use.expect_err("port in use").to_string();
@@ -422,10 +368,7 @@ mod tests {
             .expect("write");
         let mut answer = String::new();
         stream.read_to_string(&mut answer).await.expect("read");
-        assert!(
-            answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok\n"),
-            "{answer}"
-        );
+        assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok\n"), "{answer}");
         stop.send(()).expect("server alive");
         let done = tokio::time::timeout(Duration::from_secs(10), task).await;
         assert!(matches!(done, Ok(Ok(Ok(())))), "{done:?}");

@@ -19,14 +19,11 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// (support queues); the buckets are dense where most calls fall (under
 /// five minutes) and reach an hour, so quantiles up to p99 stay meaningful.
 /// Longer calls land in `+Inf`.
-pub const CALL_DURATION_BUCKETS: [f64; 14] = [
-    5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 180.0, 300.0, 600.0, 900.0, 1200.0, 1800.0, 2700.0, 3600.0,
-];
+pub const CALL_DURATION_BUCKETS: [f64; 14] =
+    [5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 180.0, 300.0, 600.0, 900.0, 1200.0, 1800.0, 2700.0, 3600.0];
 
 /// Upper bounds (seconds) for the API request and poll duration histograms.
-pub const LATENCY_BUCKETS: [f64; 12] = [
-    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0,
-];
+pub const LATENCY_BUCKETS: [f64; 12] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0];
 
 /// Every metric the exporter serves.
 ///
@@ -150,9 +147,7 @@ impl Metrics {
         registry.register(Box::new(dedupe_overflow.clone()))?;
         registry.register(Box::new(build_info))?;
         #[cfg(target_os = "linux")]
-        registry.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ))?;
+        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
 
         Ok(Metrics {
             registry,
@@ -183,17 +178,14 @@ impl Metrics {
     /// Counts one completed call of `duration_secs` (negative durations
     /// from a broken upstream count as 0).
     pub fn record_call(&self, number: &str, direction: &str, duration_secs: i64) {
-        self.calls
-            .record(number, direction, duration_secs.max(0).unsigned_abs());
+        self.calls.record(number, direction, duration_secs.max(0).unsigned_abs());
     }
 
     /// Sets `plum_fuse_up` and, on success, the last-success timestamp.
     pub fn record_poll(&self, ok: bool, window_end: i64, elapsed_secs: f64) {
         self.up.set(i64::from(ok));
         self.poll_duration.observe(elapsed_secs);
-        self.polls
-            .with_label_values(&[if ok { "success" } else { "error" }])
-            .inc();
+        self.polls.with_label_values(&[if ok { "success" } else { "error" }]).inc();
         if ok {
             self.last_success.set(window_end as f64);
         }
@@ -249,19 +241,10 @@ mod tests {
 
     #[test]
     fn buckets_fit_phone_calls() {
-        assert!(
-            CALL_DURATION_BUCKETS.windows(2).all(|w| w[0] < w[1]),
-            "strictly increasing"
-        );
-        let (first, last) = (
-            CALL_DURATION_BUCKETS.first().copied(),
-            CALL_DURATION_BUCKETS.last().copied(),
-        );
+        assert!(CALL_DURATION_BUCKETS.windows(2).all(|w| w[0] < w[1]), "strictly increasing");
+        let (first, last) = (CALL_DURATION_BUCKETS.first().copied(), CALL_DURATION_BUCKETS.last().copied());
         assert!(first.is_some_and(|b| b <= 5.0), "resolves short calls");
-        assert!(
-            last.is_some_and(|b| (b - 3600.0).abs() < f64::EPSILON),
-            "reaches an hour"
-        );
+        assert!(last.is_some_and(|b| (b - 3600.0).abs() < f64::EPSILON), "reaches an hour");
         assert!(LATENCY_BUCKETS.windows(2).all(|w| w[0] < w[1]));
     }
 
@@ -269,11 +252,8 @@ mod tests {
     fn calls_land_in_their_series_and_buckets() {
         let m = Metrics::new().expect("metrics");
         // (number, direction, duration, expected bucket le)
-        let calls = [
-            ("100", "inbound", 3, "5"),
-            ("100", "inbound", 61, "120"),
-            ("200", "outbound", 4000, "+Inf"),
-        ];
+        let calls =
+            [("100", "inbound", 3, "5"), ("100", "inbound", 61, "120"), ("200", "outbound", 4000, "+Inf")];
         for (number, direction, duration, _) in calls {
             m.record_call(number, direction, duration);
         }
@@ -283,10 +263,7 @@ mod tests {
         assert_eq!((s.calls, s.duration_count), (3, 3));
         assert!((s.duration_sum - 64.0).abs() < 1e-9, "{}", s.duration_sum);
         let t = text(&m);
-        assert!(
-            t.contains(r#"plum_fuse_calls_total{number="200",direction="outbound"} 1"#),
-            "{t}"
-        );
+        assert!(t.contains(r#"plum_fuse_calls_total{number="200",direction="outbound"} 1"#), "{t}");
         assert!(
             t.contains(
                 r#"plum_fuse_call_duration_seconds_bucket{number="100",direction="inbound",le="5"} 2"#
@@ -324,28 +301,15 @@ mod tests {
             ("plum_fuse_exporter_poll_duration_seconds", "histogram"),
             ("plum_fuse_exporter_build_info", "gauge"),
         ] {
-            assert!(
-                t.contains(&format!("# TYPE {name} {kind}\n")),
-                "{name} {kind}\n{t}"
-            );
+            assert!(t.contains(&format!("# TYPE {name} {kind}\n")), "{name} {kind}\n{t}");
             assert!(t.contains(&format!("# HELP {name} ")), "{name}");
         }
-        for lagging in [
-            "plum_fuse_calls_total",
-            "plum_fuse_call_duration_seconds",
-            "plum_fuse_up",
-        ] {
-            let help = t
-                .lines()
-                .find(|l| l.starts_with(&format!("# HELP {lagging} ")))
-                .expect("help");
+        for lagging in ["plum_fuse_calls_total", "plum_fuse_call_duration_seconds", "plum_fuse_up"] {
+            let help = t.lines().find(|l| l.starts_with(&format!("# HELP {lagging} "))).expect("help");
             assert!(help.contains("lag by up to one poll interval"), "{help}");
         }
         assert!(t.contains("plum_fuse_up 1\n"), "{t}");
-        assert!(
-            t.contains("plum_fuse_exporter_last_success_timestamp_seconds 1700000000\n"),
-            "{t}"
-        );
+        assert!(t.contains("plum_fuse_exporter_last_success_timestamp_seconds 1700000000\n"), "{t}");
         assert!(t.contains(&format!(
             "plum_fuse_exporter_build_info{{version=\"{}\"}} 1",
             env!("CARGO_PKG_VERSION")

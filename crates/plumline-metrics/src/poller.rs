@@ -246,13 +246,7 @@ impl<S: PageSource> Poller<S> {
                 seen: SeenCalls::new(config.max_tracked_calls),
             })
             .collect();
-        Ok(Poller {
-            source,
-            metrics,
-            clock: Arc::new(SystemClock),
-            config,
-            targets,
-        })
+        Ok(Poller { source, metrics, clock: Arc::new(SystemClock), config, targets })
     }
 
     /// The same poller on another clock (tests drive a simulator's clock).
@@ -283,28 +277,16 @@ impl<S: PageSource> Poller<S> {
             overlap: secs(self.config.max_call_duration),
             page_size: self.config.page_size,
         };
-        let source = Instrumented {
-            inner: &self.source,
-            metrics: &self.metrics,
-        };
+        let source = Instrumented { inner: &self.source, metrics: &self.metrics };
         let (source, metrics, settings) = (&source, &*self.metrics, &settings);
         // Futures built eagerly (no closure inside the stream) keep the poll
         // future `Send`, so callers may spawn it.
-        let polls: Vec<_> = self
-            .targets
-            .iter_mut()
-            .map(|target| poll_one(source, metrics, settings, target, now))
-            .collect();
-        let results: Vec<_> = futures::stream::iter(polls)
-            .buffer_unordered(self.config.concurrency)
-            .collect()
-            .await;
+        let polls: Vec<_> =
+            self.targets.iter_mut().map(|target| poll_one(source, metrics, settings, target, now)).collect();
+        let results: Vec<_> =
+            futures::stream::iter(polls).buffer_unordered(self.config.concurrency).collect().await;
 
-        let mut report = PollReport {
-            window_end: now,
-            counted: 0,
-            errors: Vec::new(),
-        };
+        let mut report = PollReport { window_end: now, counted: 0, errors: Vec::new() };
         let (mut tracked, mut overflowed) = (0, 0);
         for (number, seen, result) in results {
             tracked += seen;
@@ -317,10 +299,7 @@ impl<S: PageSource> Poller<S> {
                     report.counted += failed.counted;
                     overflowed += failed.overflowed;
                     warn!(number = number.as_deref().unwrap_or("*"), kind = failed.error.kind(), error = %failed.error, "poll failed");
-                    report.errors.push(TargetError {
-                        number,
-                        error: failed.error,
-                    });
+                    report.errors.push(TargetError { number, error: failed.error });
                 }
             }
         }
@@ -373,23 +352,13 @@ impl<S: PageSource> Poller<S> {
             if first {
                 if let Some(pos) = report.errors.iter().position(|e| e.error.is_unauthorized()) {
                     let refused = report.errors.swap_remove(pos);
-                    return Err(MetricsError::Unauthorized {
-                        number: refused.number,
-                        source: refused.error,
-                    });
+                    return Err(MetricsError::Unauthorized { number: refused.number, source: refused.error });
                 }
                 first = false;
             }
-            failures = if report.is_success() {
-                0
-            } else {
-                failures.saturating_add(1)
-            };
+            failures = if report.is_success() { 0 } else { failures.saturating_add(1) };
             let delay = next_delay(self.config.interval, failures);
-            debug!(
-                delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                failures, "next poll"
-            );
+            debug!(delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), failures, "next poll");
             tokio::select! {
                 () = tokio::time::sleep_until(started + delay) => {}
                 () = &mut shutdown => return Ok(()),
@@ -405,9 +374,7 @@ pub fn next_delay(interval: Duration, failures: u32) -> Duration {
         return interval;
     }
     let cap = interval.max(MAX_FAILURE_BACKOFF);
-    interval
-        .saturating_mul(2u32.saturating_pow(failures - 1))
-        .min(cap)
+    interval.saturating_mul(2u32.saturating_pow(failures - 1)).min(cap)
 }
 
 /// Values of one poll shared by every target.
@@ -440,9 +407,7 @@ async fn poll_one<S: PageSource>(
     now: i64,
 ) -> (Option<String>, usize, Result<TargetPoll, FailedPoll>) {
     let span = info_span!("poll", number = target.number.as_deref().unwrap_or("*"));
-    let result = poll_target(source, metrics, settings, target, now)
-        .instrument(span)
-        .await;
+    let result = poll_target(source, metrics, settings, target, now).instrument(span).await;
     (target.number.clone(), target.seen.len(), result)
 }
 
@@ -454,14 +419,8 @@ async fn poll_target<S: PageSource>(
     target: &mut Target,
     now: i64,
 ) -> Result<TargetPoll, FailedPoll> {
-    let floor = *target
-        .count_floor
-        .get_or_insert(now.saturating_sub(settings.lookback));
-    let from = target
-        .watermark
-        .unwrap_or(floor)
-        .saturating_sub(settings.overlap)
-        .clamp(0, now.max(0));
+    let floor = *target.count_floor.get_or_insert(now.saturating_sub(settings.lookback));
+    let from = target.watermark.unwrap_or(floor).saturating_sub(settings.overlap).clamp(0, now.max(0));
     let mut done = TargetPoll::default();
     let result: Result<(), ApiError> = async {
         let query = CallQuery::new(from, now.max(0))?.with_number(target.number.clone());
@@ -475,9 +434,7 @@ async fn poll_target<S: PageSource>(
     match result {
         Ok(()) => {
             target.watermark = Some(now);
-            let evicted = target
-                .seen
-                .evict_started_before(now.saturating_sub(settings.overlap));
+            let evicted = target.seen.evict_started_before(now.saturating_sub(settings.overlap));
             debug!(
                 from,
                 to = now,
@@ -488,11 +445,7 @@ async fn poll_target<S: PageSource>(
             );
             Ok(done)
         }
-        Err(error) => Err(FailedPoll {
-            counted: done.counted,
-            overflowed: done.overflowed,
-            error,
-        }),
+        Err(error) => Err(FailedPoll { counted: done.counted, overflowed: done.overflowed, error }),
     }
 }
 
@@ -510,10 +463,8 @@ fn count_page(metrics: &Metrics, target: &mut Target, floor: i64, page: &CallPag
             }
         };
         if fresh {
-            let number = target
-                .number
-                .as_deref()
-                .unwrap_or_else(|| attributed_number(&call.call_type, &call.dest));
+            let number =
+                target.number.as_deref().unwrap_or_else(|| attributed_number(&call.call_type, &call.dest));
             metrics.record_call(number, call.call_type.as_str(), call.duration_secs());
             done.counted += 1;
         }
@@ -546,8 +497,7 @@ impl<S: PageSource> PageSource for Instrumented<'_, S> {
             Ok(_) => "success",
             Err(e) => e.kind(),
         };
-        self.metrics
-            .record_api_request(outcome, started.elapsed().as_secs_f64());
+        self.metrics.record_api_request(outcome, started.elapsed().as_secs_f64());
         result
     }
 }
@@ -576,16 +526,10 @@ mod tests {
     impl PageSource for FakeApi {
         async fn fetch_page(&self, request: &PageRequest) -> Result<CallPage, ApiError> {
             if self.unauthorized.load(Ordering::SeqCst) {
-                return Err(ApiError::Unauthorized {
-                    status: 401,
-                    message: None,
-                });
+                return Err(ApiError::Unauthorized { status: 401, message: None });
             }
             if self.down.load(Ordering::SeqCst) {
-                return Err(ApiError::Server {
-                    status: 500,
-                    message: Some("database error".into()),
-                });
+                return Err(ApiError::Server { status: 500, message: Some("database error".into()) });
             }
             let q = request.query();
             self.requests.lock().expect("lock").push((q.start(), q.end()));
@@ -597,16 +541,9 @@ mod tests {
                 .filter(|c| q.number().is_none_or(|n| n == c.dest))
                 .collect();
             let offset = usize::try_from(request.offset()).expect("offset");
-            let calls = matching
-                .iter()
-                .skip(offset)
-                .take(request.limit() as usize)
-                .map(|c| (*c).clone())
-                .collect();
-            Ok(CallPage {
-                calls,
-                total_calls: matching.len() as u64,
-            })
+            let calls =
+                matching.iter().skip(offset).take(request.limit() as usize).map(|c| (*c).clone()).collect();
+            Ok(CallPage { calls, total_calls: matching.len() as u64 })
         }
     }
 
@@ -632,13 +569,9 @@ mod tests {
             requests: Mutex::new(Vec::new()),
         });
         let clock = Arc::clone(&now);
-        let poller = Poller::new(
-            Arc::clone(&api),
-            Arc::new(Metrics::new().expect("metrics")),
-            config,
-        )
-        .expect("config")
-        .with_clock(Arc::new(move || clock.load(Ordering::SeqCst)));
+        let poller = Poller::new(Arc::clone(&api), Arc::new(Metrics::new().expect("metrics")), config)
+            .expect("config")
+            .with_clock(Arc::new(move || clock.load(Ordering::SeqCst)));
         (poller, api, now)
     }
 
@@ -710,28 +643,13 @@ mod tests {
             poller.poll_once().await;
         }
         let windows = api.requests.lock().expect("lock").clone();
-        assert_eq!(
-            windows,
-            vec![
-                (T0 - 600 - 3600, T0),
-                (T0 - 3600, T0 + 60),
-                (T0 + 60 - 3600, T0 + 120)
-            ]
-        );
+        assert_eq!(windows, vec![(T0 - 600 - 3600, T0), (T0 - 3600, T0 + 60), (T0 + 60 - 3600, T0 + 120)]);
     }
 
     #[tokio::test]
     async fn outage_sets_up_to_zero_and_recovers_without_double_counting() {
         let calls = (0..20)
-            .map(|i| {
-                call(
-                    &format!("c{i}"),
-                    "100",
-                    CallType::Inbound,
-                    T0 + i * 30,
-                    T0 + i * 30 + 20,
-                )
-            })
+            .map(|i| call(&format!("c{i}"), "100", CallType::Inbound, T0 + i * 30, T0 + i * 30 + 20))
             .collect();
         let (mut poller, api, now) = setup(calls, config(&["100"]));
         now.store(T0 + 100, Ordering::SeqCst);
@@ -747,19 +665,13 @@ mod tests {
         now.store(T0 + 1000, Ordering::SeqCst);
         assert!(poller.poll_once().await.is_success());
         assert!(poller.metrics().up());
-        assert_eq!(
-            totals(&poller),
-            vec![("100".into(), "inbound".into(), 20, 20, 400.0)]
-        );
+        assert_eq!(totals(&poller), vec![("100".into(), "inbound".into(), 20, 20, 400.0)]);
         let text = String::from_utf8(poller.metrics().render().expect("render")).expect("utf-8");
         assert!(
             text.contains(r#"plum_fuse_exporter_api_requests_total{outcome="server_error"} 4"#),
             "{text}"
         );
-        assert!(
-            text.contains(r#"plum_fuse_exporter_polls_total{result="error"} 4"#),
-            "{text}"
-        );
+        assert!(text.contains(r#"plum_fuse_exporter_polls_total{result="error"} 4"#), "{text}");
     }
 
     #[tokio::test]
@@ -768,21 +680,12 @@ mod tests {
             call("in", "6175550100", CallType::Inbound, T0, T0 + 10),
             call("out", "2125550199", CallType::Outbound, T0, T0 + 10),
             call("xfer", "2125550123", CallType::Transfer, T0, T0 + 10),
-            call(
-                "odd",
-                "6175550100",
-                CallType::Other("conference".into()),
-                T0,
-                T0 + 10,
-            ),
+            call("odd", "6175550100", CallType::Other("conference".into()), T0, T0 + 10),
         ];
         let (mut poller, _api, now) = setup(calls, config(&[]));
         now.store(T0 + 60, Ordering::SeqCst);
         assert!(poller.poll_once().await.is_success());
-        let labels: Vec<_> = totals(&poller)
-            .into_iter()
-            .map(|(n, d, c, ..)| (n, d, c))
-            .collect();
+        let labels: Vec<_> = totals(&poller).into_iter().map(|(n, d, c, ..)| (n, d, c)).collect();
         assert_eq!(
             labels,
             vec![
@@ -802,14 +705,9 @@ mod tests {
         let err = poller.run(std::future::pending()).await.expect_err("refused");
         let text = format!(
             "{err}: {}",
-            std::error::Error::source(&err)
-                .map(ToString::to_string)
-                .unwrap_or_default()
+            std::error::Error::source(&err).map(ToString::to_string).unwrap_or_default()
         );
-        assert!(
-            text.contains("number 100") && text.contains("PLUM_DEVELOPER_KEY"),
-            "{text}"
-        );
+        assert!(text.contains("number 100") && text.contains("PLUM_DEVELOPER_KEY"), "{text}");
 
         let (mut poller, api, now) = setup(Vec::new(), config(&["100"]));
         now.store(T0, Ordering::SeqCst);
@@ -843,10 +741,7 @@ mod tests {
         let ok = config(&["1"]);
         assert!(ok.validate().is_ok());
         let cases: [(Change, &str); 5] = [
-            (
-                |c| c.interval = Duration::ZERO,
-                "--interval must be greater than zero",
-            ),
+            (|c| c.interval = Duration::ZERO, "--interval must be greater than zero"),
             (|c| c.page_size = 0, "--page-size"),
             (|c| c.concurrency = 0, "--concurrency"),
             (|c| c.numbers = vec!["1".into(), "1".into()], "given twice"),

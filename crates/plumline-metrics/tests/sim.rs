@@ -25,9 +25,7 @@ async fn sim(calls_per_day: f64) -> SimServer {
         .with_unknown_types(true)
         .with_live(true)
         .with_clock(SimClock::manual(T0));
-    SimServer::start(config, ([127, 0, 0, 1], 0).into())
-        .await
-        .expect("start the simulator")
+    SimServer::start(config, ([127, 0, 0, 1], 0).into()).await.expect("start the simulator")
 }
 
 fn client(server: &SimServer, key: &str) -> Client {
@@ -55,13 +53,9 @@ fn config(numbers: &[String]) -> PollerConfig {
 
 fn poller(server: &SimServer, numbers: &[String]) -> Poller<Client> {
     let clock = server.simulator().clock().clone();
-    Poller::new(
-        client(server, DEMO_KEY),
-        Arc::new(Metrics::new().expect("metrics")),
-        config(numbers),
-    )
-    .expect("poller")
-    .with_clock(Arc::new(move || clock.now()))
+    Poller::new(client(server, DEMO_KEY), Arc::new(Metrics::new().expect("metrics")), config(numbers))
+        .expect("poller")
+        .with_clock(Arc::new(move || clock.now()))
 }
 
 /// What the counters must say: every call visible now (so completed) that
@@ -72,26 +66,18 @@ fn truth(server: &SimServer, first_poll: i64, numbers: &[String]) -> BTreeMap<(S
     let now = sim.now();
     let mut out: BTreeMap<(String, String), CallSeries> = BTreeMap::new();
     let mut add = |number: &str, call: &Call| {
-        let s = out
-            .entry((number.to_owned(), call.call_type.as_str().to_owned()))
-            .or_default();
+        let s = out.entry((number.to_owned(), call.call_type.as_str().to_owned())).or_default();
         s.calls += 1;
         s.duration_count += 1;
         s.duration_sum += call.duration_secs() as f64;
     };
-    let queries: Vec<Option<&str>> = if numbers.is_empty() {
-        vec![None]
-    } else {
-        numbers.iter().map(|n| Some(n.as_str())).collect()
-    };
+    let queries: Vec<Option<&str>> =
+        if numbers.is_empty() { vec![None] } else { numbers.iter().map(|n| Some(n.as_str())).collect() };
     for number in queries {
         for call in sim.calls_in(floor - MAX_CALL_SECS, now, number) {
             assert!(call.end <= now, "live mode lists completed calls only");
             if call.end >= floor {
-                add(
-                    number.unwrap_or_else(|| attributed_number(&call.call_type, &call.dest)),
-                    &call,
-                );
+                add(number.unwrap_or_else(|| attributed_number(&call.call_type, &call.dest)), &call);
             }
         }
     }
@@ -117,11 +103,7 @@ async fn counters_equal_ground_truth_after_every_poll() {
             let report = poller.poll_once().await;
             assert!(report.is_success(), "{:?}", report.errors);
             let want = truth(&server, T0, &polled);
-            assert_eq!(
-                nonzero(poller.metrics().call_series()),
-                want,
-                "step {step}, numbers {polled:?}"
-            );
+            assert_eq!(nonzero(poller.metrics().call_series()), want, "step {step}, numbers {polled:?}");
             // Calls that were running at the previous poll and ended by this one.
             long_calls_spanning_polls += server
                 .simulator()
@@ -134,10 +116,7 @@ async fn counters_equal_ground_truth_after_every_poll() {
                 assert_eq!(poller.poll_once().await.counted, 0, "re-poll counted again");
             }
         }
-        assert!(
-            long_calls_spanning_polls > 10,
-            "the data must exercise calls longer than a poll"
-        );
+        assert!(long_calls_spanning_polls > 10, "the data must exercise calls longer than a poll");
         assert!(poller.metrics().up());
         let total: u64 = poller.metrics().call_series().values().map(|s| s.calls).sum();
         assert!(total > 500, "a meaningful sample: {total}");
@@ -153,9 +132,7 @@ async fn outage_flips_up_and_recovers_without_double_counting() {
     poller.poll_once().await;
     assert!(poller.metrics().up());
 
-    server
-        .set_faults(Faults::none().with_server_errors(1.0))
-        .expect("faults");
+    server.set_faults(Faults::none().with_server_errors(1.0)).expect("faults");
     for step in 1..=3 {
         server.set_now(T0 + step * INTERVAL);
         let report = poller.poll_once().await;
@@ -163,9 +140,7 @@ async fn outage_flips_up_and_recovers_without_double_counting() {
         assert!(!poller.metrics().up(), "plum_fuse_up must be 0 during the outage");
     }
     // Half the requests fail: some pages land, some do not, windows are retried.
-    server
-        .set_faults(Faults::none().with_server_errors(0.5))
-        .expect("faults");
+    server.set_faults(Faults::none().with_server_errors(0.5)).expect("faults");
     for step in 4..=8 {
         server.set_now(T0 + step * INTERVAL);
         poller.poll_once().await;
@@ -174,10 +149,7 @@ async fn outage_flips_up_and_recovers_without_double_counting() {
     server.set_now(T0 + 9 * INTERVAL);
     assert!(poller.poll_once().await.is_success());
     assert!(poller.metrics().up());
-    assert_eq!(
-        nonzero(poller.metrics().call_series()),
-        truth(&server, T0, &numbers)
-    );
+    assert_eq!(nonzero(poller.metrics().call_series()), truth(&server, T0, &numbers));
 
     let text = String::from_utf8(poller.metrics().render().expect("render")).expect("utf-8");
     let errors = text
@@ -191,27 +163,17 @@ async fn outage_flips_up_and_recovers_without_double_counting() {
 #[tokio::test]
 async fn bad_credentials_fail_the_first_poll_clearly() {
     let server = sim(100.0).await;
-    let poller = Poller::new(
-        client(&server, "wrong-key"),
-        Arc::new(Metrics::new().expect("metrics")),
-        config(&[]),
-    )
-    .expect("poller");
+    let poller =
+        Poller::new(client(&server, "wrong-key"), Arc::new(Metrics::new().expect("metrics")), config(&[]))
+            .expect("poller");
     let err = tokio::time::timeout(Duration::from_secs(30), poller.run(std::future::pending()))
         .await
         .expect("bounded")
         .expect_err("refused");
     assert!(matches!(err, MetricsError::Unauthorized { .. }), "{err:?}");
-    let chain = format!(
-        "{err}: {}",
-        std::error::Error::source(&err)
-            .map(ToString::to_string)
-            .unwrap_or_default()
-    );
-    assert!(
-        chain.contains("refused the credentials") && !chain.contains("wrong-key"),
-        "{chain}"
-    );
+    let chain =
+        format!("{err}: {}", std::error::Error::source(&err).map(ToString::to_string).unwrap_or_default());
+    assert!(chain.contains("refused the credentials") && !chain.contains("wrong-key"), "{chain}");
     server.shutdown().await;
 }
 
@@ -232,9 +194,8 @@ async fn scrapes_serve_the_counts_and_shutdown_is_graceful() {
     let numbers = server.simulator().numbers().to_vec();
     let poller = poller(&server, &numbers);
     let metrics = Arc::clone(poller.metrics());
-    let http = MetricsServer::bind(([127, 0, 0, 1], 0).into(), Arc::clone(&metrics), None)
-        .await
-        .expect("bind");
+    let http =
+        MetricsServer::bind(([127, 0, 0, 1], 0).into(), Arc::clone(&metrics), None).await.expect("bind");
     let addr = http.local_addr();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(run_exporter(poller, http, async move {
@@ -243,10 +204,7 @@ async fn scrapes_serve_the_counts_and_shutdown_is_graceful() {
     // The first poll runs right away; wait (bounded) for it.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !metrics.up() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "first poll never succeeded"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "first poll never succeeded");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let scrape = get(addr, "/metrics").await;
@@ -259,18 +217,12 @@ async fn scrapes_serve_the_counts_and_shutdown_is_graceful() {
         .sum();
     assert!((got - want as f64).abs() < 0.5, "scraped {got}, truth {want}");
     assert!(scrape.contains("plum_fuse_up 1"), "{scrape}");
-    assert!(
-        !scrape.contains(DEMO_KEY),
-        "the developer key leaked into /metrics"
-    );
+    assert!(!scrape.contains(DEMO_KEY), "the developer key leaked into /metrics");
     assert!(get(addr, "/healthz").await.ends_with("ok\n"));
 
     stop.send(()).expect("exporter alive");
     let done = tokio::time::timeout(Duration::from_secs(10), task).await;
     assert!(matches!(done, Ok(Ok(Ok(())))), "{done:?}");
-    assert!(
-        tokio::net::TcpStream::connect(addr).await.is_err(),
-        "the port is released"
-    );
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "the port is released");
     server.shutdown().await;
 }

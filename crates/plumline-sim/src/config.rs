@@ -205,11 +205,7 @@ impl SimConfig {
         if self.numbers.is_empty() && self.generated_numbers == 0 {
             return invalid("no numbers to serve: give numbers or a generated count above 0".into());
         }
-        let count = if self.numbers.is_empty() {
-            self.generated_numbers
-        } else {
-            self.numbers.len()
-        };
+        let count = if self.numbers.is_empty() { self.generated_numbers } else { self.numbers.len() };
         if count > usize::from(u16::MAX) {
             return invalid(format!(
                 "{count} numbers is too many: the simulator serves at most {}",
@@ -311,9 +307,7 @@ impl Faults {
         }
         let sum: f64 = rates.iter().map(|(_, r)| r).sum();
         if sum > 1.0 + 1e-9 {
-            return Err(SimError::InvalidConfig(format!(
-                "the fault rates add up to {sum}, more than 1"
-            )));
+            return Err(SimError::InvalidConfig(format!("the fault rates add up to {sum}, more than 1")));
         }
         Ok(())
     }
@@ -445,23 +439,14 @@ mod tests {
     #[test]
     fn invalid_configs_say_why() {
         let cases: Vec<(SimConfig, &str)> = vec![
-            (
-                SimConfig::default().with_data_range(10, 10),
-                "data range is empty",
-            ),
+            (SimConfig::default().with_data_range(10, 10), "data range is empty"),
             (SimConfig::default().with_calls_per_day(-1.0), "calls per day"),
             (SimConfig::default().with_calls_per_day(f64::NAN), "calls per day"),
             (SimConfig::default().with_numbers(["1", "1"]), "listed twice"),
             (SimConfig::default().with_numbers([""]), "is empty"),
             (SimConfig::default().with_generated_numbers(0), "no numbers"),
-            (
-                SimConfig::default().with_credentials(Credentials::new("", "k")),
-                "non-empty email",
-            ),
-            (
-                SimConfig::default().with_faults(Faults::none().with_resets(1.5)),
-                "reset rate",
-            ),
+            (SimConfig::default().with_credentials(Credentials::new("", "k")), "non-empty email"),
+            (SimConfig::default().with_faults(Faults::none().with_resets(1.5)), "reset rate"),
             (
                 SimConfig::default().with_faults(Faults::none().with_resets(0.6).with_server_errors(0.6)),
                 "add up to",

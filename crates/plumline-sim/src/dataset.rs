@@ -109,10 +109,7 @@ impl Day {
         }
     }
 
-    #[allow(
-        clippy::cast_possible_truncation,
-        reason = "a day holds far fewer than 2^32 calls"
-    )]
+    #[allow(clippy::cast_possible_truncation, reason = "a day holds far fewer than 2^32 calls")]
     fn rec_index(&self, filter: Filter, view_index: usize) -> u32 {
         match filter {
             Filter::All => view_index as u32,
@@ -148,12 +145,7 @@ enum Segment {
     /// A whole settled day, counted without generating it.
     Counted { day: i64, len: u64 },
     /// A generated day: `picked` view indices first, then view indices `lo..hi`.
-    Loaded {
-        day: Arc<Day>,
-        picked: Vec<u32>,
-        lo: usize,
-        hi: usize,
-    },
+    Loaded { day: Arc<Day>, picked: Vec<u32>, lo: usize, hi: usize },
 }
 
 impl Segment {
@@ -175,11 +167,7 @@ pub(crate) struct Resolved {
 
 impl Resolved {
     fn empty() -> Self {
-        Resolved {
-            days: Vec::new(),
-            items: Vec::new(),
-            total: 0,
-        }
+        Resolved { days: Vec::new(), items: Vec::new(), total: 0 }
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&Day, Rec)> + '_ {
@@ -256,15 +244,9 @@ impl Simulator {
             by_name,
             numbers,
             config,
-            cache: Mutex::new(DayCache {
-                days: HashMap::new(),
-                tick: 0,
-                resident_calls: 0,
-            }),
+            cache: Mutex::new(DayCache { days: HashMap::new(), tick: 0, resident_calls: 0 }),
         };
-        Ok(Simulator {
-            inner: Arc::new(inner),
-        })
+        Ok(Simulator { inner: Arc::new(inner) })
     }
 
     /// The configuration this dataset was built from.
@@ -316,10 +298,7 @@ impl Simulator {
     #[must_use]
     pub fn page(&self, request: &PageRequest) -> CallPage {
         let resolved = self.resolve_request(request);
-        CallPage {
-            calls: self.to_calls(&resolved),
-            total_calls: resolved.total,
-        }
+        CallPage { calls: self.to_calls(&resolved), total_calls: resolved.total }
     }
 
     /// Appends the body the server would send for `request` in `format`
@@ -334,11 +313,7 @@ impl Simulator {
     /// Calls currently held in the day cache.
     #[must_use]
     pub fn cached_calls(&self) -> usize {
-        self.inner
-            .cache
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .resident_calls
+        self.inner.cache.lock().unwrap_or_else(PoisonError::into_inner).resident_calls
     }
 
     pub(crate) fn render(&self, resolved: &Resolved, offset: u64, format: WireFormat, out: &mut Vec<u8>) {
@@ -352,13 +327,7 @@ impl Simulator {
     fn resolve_request(&self, request: &PageRequest) -> Resolved {
         let query = request.query();
         let limit = usize::try_from(request.limit()).unwrap_or(usize::MAX);
-        self.resolve(
-            query.start(),
-            query.end(),
-            query.number(),
-            limit,
-            request.offset(),
-        )
+        self.resolve(query.start(), query.end(), query.number(), limit, request.offset())
     }
 
     pub(crate) fn json_number(&self, index: u16) -> &str {
@@ -425,14 +394,8 @@ impl Simulator {
         let now = self.inner.config.live.then(|| self.now());
         let segments = self.plan(start, end_inclusive, filter, now);
         let total: u64 = segments.iter().map(Segment::len).sum();
-        let wanted = usize::try_from(total.saturating_sub(offset))
-            .unwrap_or(usize::MAX)
-            .min(limit);
-        let mut resolved = Resolved {
-            days: Vec::new(),
-            items: Vec::with_capacity(wanted),
-            total,
-        };
+        let wanted = usize::try_from(total.saturating_sub(offset)).unwrap_or(usize::MAX).min(limit);
+        let mut resolved = Resolved { days: Vec::new(), items: Vec::with_capacity(wanted), total };
         let mut skip = offset;
         for segment in segments {
             if resolved.items.len() >= wanted {
@@ -456,15 +419,8 @@ impl Simulator {
             let take = wanted - resolved.items.len();
             // `skip < len`, and len fits in usize because it counts resident records.
             let skip_now = usize::try_from(skip).unwrap_or(usize::MAX);
-            let views = picked
-                .iter()
-                .map(|&i| i as usize)
-                .chain(lo..hi)
-                .skip(skip_now)
-                .take(take);
-            resolved
-                .items
-                .extend(views.map(|v| (slot, day.rec_index(filter, v))));
+            let views = picked.iter().map(|&i| i as usize).chain(lo..hi).skip(skip_now).take(take);
+            resolved.items.extend(views.map(|v| (slot, day.rec_index(filter, v))));
             resolved.days.push(day);
             skip = 0;
         }
@@ -493,9 +449,9 @@ impl Simulator {
             let inside_data = day_start >= config.data_start && day_end < config.data_end;
             if whole && settled && inside_data {
                 let len = match filter {
-                    Filter::All => (0..self.inner.numbers.len())
-                        .map(|n| u64::from(self.day_count(n, d)))
-                        .sum(),
+                    Filter::All => {
+                        (0..self.inner.numbers.len()).map(|n| u64::from(self.day_count(n, d))).sum()
+                    }
                     Filter::Number(n) => u64::from(self.day_count(usize::from(n), d)),
                 };
                 if len > 0 {
@@ -510,9 +466,7 @@ impl Simulator {
             let mut lo_view = first;
             if let Some(now) = now {
                 // Only calls that started within MAX_CALL_SECS of now may still be running.
-                let cut = day
-                    .partition_point(filter, |s| s > now - MAX_CALL_SECS)
-                    .clamp(first, last);
+                let cut = day.partition_point(filter, |s| s > now - MAX_CALL_SECS).clamp(first, last);
                 for v in first..cut {
                     let rec = day.recs[day.rec_index(filter, v) as usize];
                     if day.start(rec) + i64::from(rec.dur) <= now {
@@ -522,12 +476,7 @@ impl Simulator {
                 lo_view = cut;
             }
             if !picked.is_empty() || lo_view < last {
-                segments.push(Segment::Loaded {
-                    day,
-                    picked,
-                    lo: lo_view,
-                    hi: last,
-                });
+                segments.push(Segment::Loaded { day, picked, lo: lo_view, hi: last });
             }
         }
         segments
@@ -581,12 +530,8 @@ impl Simulator {
         cache.days.insert(d, (Arc::clone(&day), tick));
         let budget = self.inner.config.cache_calls;
         while cache.resident_calls > budget && cache.days.len() > 1 {
-            let oldest = cache
-                .days
-                .iter()
-                .filter(|(k, _)| **k != d)
-                .min_by_key(|(_, (_, t))| *t)
-                .map(|(k, _)| *k);
+            let oldest =
+                cache.days.iter().filter(|(k, _)| **k != d).min_by_key(|(_, (_, t))| *t).map(|(k, _)| *k);
             let Some(oldest) = oldest else { break };
             if let Some((evicted, _)) = cache.days.remove(&oldest) {
                 cache.resident_calls -= evicted.resident_calls();
@@ -595,10 +540,7 @@ impl Simulator {
         day
     }
 
-    #[allow(
-        clippy::cast_possible_truncation,
-        reason = "all values are bounded far below the target types"
-    )]
+    #[allow(clippy::cast_possible_truncation, reason = "all values are bounded far below the target types")]
     fn generate(&self, d: i64) -> Day {
         let config = &self.inner.config;
         let day_start = d * DAY_SECS;
@@ -644,10 +586,7 @@ impl Simulator {
             }
         }
         recs.sort_unstable_by(|a, b| {
-            b.start_sod
-                .cmp(&a.start_sod)
-                .then(a.part1.cmp(&b.part1))
-                .then(a.number.cmp(&b.number))
+            b.start_sod.cmp(&a.start_sod).then(a.part1.cmp(&b.part1)).then(a.number.cmp(&b.number))
         });
         let mut by_number: Vec<Vec<u32>> = vec![Vec::new(); self.inner.numbers.len()];
         for (i, rec) in recs.iter().enumerate() {
@@ -678,20 +617,12 @@ fn diurnal(rng: &mut Rng) -> u32 {
 
 /// A call length: log-normal around 90 s (most calls a minute or two, some
 /// up to an hour), plus a 1 % tail of 30 minutes to 2 hours.
-#[allow(
-    clippy::cast_possible_truncation,
-    clippy::cast_sign_loss,
-    reason = "clamped to 1..=7200"
-)]
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "clamped to 1..=7200")]
 fn duration(rng: &mut Rng) -> u16 {
     let tail = rng.f64() < 0.01;
     let z = rng.normal();
     let u = rng.f64();
-    let secs = if tail {
-        1_800.0 + u * 5_400.0
-    } else {
-        (90f64.ln() + z).exp().clamp(1.0, 3_600.0)
-    };
+    let secs = if tail { 1_800.0 + u * 5_400.0 } else { (90f64.ln() + z).exp().clamp(1.0, 3_600.0) };
     (secs.round() as u16).clamp(1, MAX_CALL_SECS as u16)
 }
 

@@ -176,11 +176,7 @@ fn json_party(out: &mut Vec<u8>, sim: &Simulator, party: Party, bare_digits: boo
 
 fn json_call(out: &mut Vec<u8>, sim: &Simulator, day: &Day, rec: Rec, quirks: bool) {
     let (dest, src, kind) = parties(rec);
-    let bits = if quirks {
-        mix64(rec.peer ^ u64::from(rec.part1))
-    } else {
-        0
-    };
+    let bits = if quirks { mix64(rec.peer ^ u64::from(rec.part1)) } else { 0 };
     let start = day.start(rec);
     out.extend_from_slice(b"{\"dest\":");
     json_party(out, sim, dest, bits & 1 != 0);
@@ -275,11 +271,7 @@ fn xml_party(out: &mut Vec<u8>, sim: &Simulator, party: Party) {
 
 fn xml_call(out: &mut Vec<u8>, sim: &Simulator, day: &Day, rec: Rec, quirks: bool) {
     let (dest, src, kind) = parties(rec);
-    let bits = if quirks {
-        mix64(rec.peer ^ u64::from(rec.part1))
-    } else {
-        0
-    };
+    let bits = if quirks { mix64(rec.peer ^ u64::from(rec.part1)) } else { 0 };
     let start = day.start(rec);
     out.extend_from_slice(b"<item><dest>");
     xml_party(out, sim, dest);
@@ -316,11 +308,8 @@ pub(crate) fn json_error(message: &str) -> Vec<u8> {
 
 /// `<result><error>…</error></result>`.
 pub(crate) fn xml_error(message: &str) -> Vec<u8> {
-    format!(
-        "<?xml version=\"1.0\"?>\n<result><error>{}</error></result>\n",
-        xml_escaped(message)
-    )
-    .into_bytes()
+    format!("<?xml version=\"1.0\"?>\n<result><error>{}</error></result>\n", xml_escaped(message))
+        .into_bytes()
 }
 
 #[cfg(test)]

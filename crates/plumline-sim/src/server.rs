@@ -129,11 +129,7 @@ impl Shared {
         let sim = Simulator::new(config)?;
         Ok(Shared {
             sim,
-            faults: Mutex::new(FaultState {
-                faults,
-                script: VecDeque::new(),
-                rng,
-            }),
+            faults: Mutex::new(FaultState { faults, script: VecDeque::new(), rng }),
             stats: Counters::default(),
         })
     }
@@ -193,9 +189,7 @@ impl SimServer {
     /// Cancelling before it returns leaves nothing running.
     pub async fn start(config: SimConfig, addr: SocketAddr) -> Result<Self, SimError> {
         config.validate()?;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| SimError::Bind { addr, source })?;
+        let listener = TcpListener::bind(addr).await.map_err(|source| SimError::Bind { addr, source })?;
         Self::from_listener(config, listener)
     }
 
@@ -215,12 +209,7 @@ impl SimServer {
         };
         let task = tokio::spawn(accept_loop(Arc::clone(&shared), listener, until));
         info!(addr = %local_addr, base_url = %base_url(local_addr), "simulator listening");
-        Ok(SimServer {
-            shared,
-            local_addr,
-            stop,
-            task,
-        })
+        Ok(SimServer { shared, local_addr, stop, task })
     }
 
     /// Serves on `listener` in the current task until `shutdown` completes,
@@ -319,12 +308,7 @@ impl SimServer {
     /// # Cancel safety
     /// Cancelling still stops the server, in the background.
     pub async fn shutdown(self) {
-        let SimServer {
-            stop,
-            task,
-            local_addr,
-            ..
-        } = self;
+        let SimServer { stop, task, local_addr, .. } = self;
         let _ = stop.send(true);
         if let Err(error) = task.await {
             warn!(%error, "simulator task failed");
@@ -363,10 +347,7 @@ async fn accept_loop<F: Future<Output = ()>>(shared: Arc<Shared>, listener: TcpL
     let _ = stop_tx.send(true);
     let drain = async { while connections.join_next().await.is_some() {} };
     if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
-        warn!(
-            n_connections = connections.len(),
-            "closing connections still busy after the drain timeout"
-        );
+        warn!(n_connections = connections.len(), "closing connections still busy after the drain timeout");
         connections.shutdown().await;
     }
 }
@@ -378,10 +359,7 @@ async fn serve_connection(
     mut stop: watch::Receiver<bool>,
 ) {
     let abort = Arc::new(AtomicBool::new(false));
-    let io = TokioIo::new(SimStream {
-        inner: stream,
-        abort: Arc::clone(&abort),
-    });
+    let io = TokioIo::new(SimStream { inner: stream, abort: Arc::clone(&abort) });
     let service = service_fn(move |request| handle(Arc::clone(&shared), Arc::clone(&abort), request));
     let connection = http1::Builder::new().serve_connection(io, service);
     let mut connection = std::pin::pin!(connection);
@@ -420,11 +398,7 @@ async fn handle(
 ) -> Result<Response<SimBody>, DropConnection> {
     let stats = &shared.stats;
     bump(&stats.requests);
-    let format = if wants_xml(request.headers()) {
-        WireFormat::Xml
-    } else {
-        WireFormat::Json
-    };
+    let format = if wants_xml(request.headers()) { WireFormat::Xml } else { WireFormat::Json };
     let Some((start_raw, end_raw)) = calls_path(request.uri().path()) else {
         bump(&stats.not_found);
         debug!(path = request.uri().path(), status = 404, "unknown path");
@@ -437,9 +411,7 @@ async fn handle(
             format,
             "method not allowed: only GET is supported",
         );
-        response
-            .headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("GET"));
+        response.headers_mut().insert(ALLOW, HeaderValue::from_static("GET"));
         return Ok(response);
     }
     let (fault, latency) = shared.next_fault();
@@ -456,19 +428,13 @@ async fn handle(
         Fault::ServerError => {
             bump(&stats.server_error);
             debug!(fault = %fault, status = 500, "injected fault");
-            return Ok(error_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format,
-                "database error",
-            ));
+            return Ok(error_response(StatusCode::INTERNAL_SERVER_ERROR, format, "database error"));
         }
         Fault::RateLimited => {
             bump(&stats.rate_limited);
             debug!(fault = %fault, status = 429, "injected fault");
             let mut response = error_response(StatusCode::TOO_MANY_REQUESTS, format, "too many requests");
-            response
-                .headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
             return Ok(response);
         }
         Fault::Pass | Fault::Truncated => {}
@@ -477,10 +443,9 @@ async fn handle(
         bump(&stats.unauthorized);
         debug!(status = 401, message, "refused credentials");
         let mut response = error_response(StatusCode::UNAUTHORIZED, format, message);
-        response.headers_mut().insert(
-            WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"Plum Fuse\""),
-        );
+        response
+            .headers_mut()
+            .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"Plum Fuse\""));
         return Ok(response);
     }
     let params = match parse_params(start_raw, end_raw, request.uri().query()) {
@@ -499,13 +464,8 @@ fn page_response(shared: &Shared, params: &Params, format: WireFormat, fault: Fa
     let stats = &shared.stats;
     // Pages cost O(days + log n + limit); a day is generated at most once
     // while cached, so this stays short enough to run on the async worker.
-    let resolved = shared.sim.resolve(
-        params.start,
-        params.end,
-        params.number.as_deref(),
-        params.limit,
-        params.offset,
-    );
+    let resolved =
+        shared.sim.resolve(params.start, params.end, params.number.as_deref(), params.limit, params.offset);
     let mut body = Vec::new();
     shared.sim.render(&resolved, params.offset, format, &mut body);
     let n_calls = resolved.items.len();
@@ -525,14 +485,9 @@ fn page_response(shared: &Shared, params: &Params, format: WireFormat, fault: Fa
         let full = body.len();
         let mut body = Bytes::from(body);
         body.truncate(full / 2);
-        let mut response = Response::new(SimBody::Truncated {
-            part: Some(body),
-            stalled: false,
-        });
+        let mut response = Response::new(SimBody::Truncated { part: Some(body), stalled: false });
         // Declare the whole length so the client knows it got less.
-        response
-            .headers_mut()
-            .insert(CONTENT_LENGTH, HeaderValue::from(full));
+        response.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(full));
         response
     } else {
         bump(&stats.ok);
@@ -574,9 +529,7 @@ fn check_auth(headers: &HeaderMap, sim: &Simulator) -> Result<(), &'static str> 
     if !scheme.eq_ignore_ascii_case("basic") {
         return Err(invalid);
     }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .map_err(|_| invalid)?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).map_err(|_| invalid)?;
     let decoded = std::str::from_utf8(&decoded).map_err(|_| invalid)?;
     let (email, key) = decoded.split_once(':').ok_or(invalid)?;
     let expected = &sim.config().credentials;
@@ -807,10 +760,7 @@ mod tests {
             (10, 20, Some("8005551234"), 50, 7)
         );
         let defaults = parse_params("10", "20", None).expect("valid");
-        assert_eq!(
-            (defaults.number, defaults.limit, defaults.offset),
-            (None, 1_000, 0)
-        );
+        assert_eq!((defaults.number, defaults.limit, defaults.offset), (None, 1_000, 0));
         let empty_number = parse_params("10", "20", Some("number=")).expect("valid");
         assert_eq!(empty_number.number, None);
         let bad = [

@@ -17,25 +17,17 @@ fn localhost() -> SocketAddr {
 }
 
 fn small() -> SimConfig {
-    SimConfig::default()
-        .with_seed(9)
-        .with_calls_per_day(200.0)
-        .with_data_range(JAN1, JAN1 + 5 * DAY)
+    SimConfig::default().with_seed(9).with_calls_per_day(200.0).with_data_range(JAN1, JAN1 + 5 * DAY)
 }
 
 async fn start(config: SimConfig) -> SimServer {
-    SimServer::start(config, localhost())
-        .await
-        .expect("simulator starts")
+    SimServer::start(config, localhost()).await.expect("simulator starts")
 }
 
 /// A client that opens a fresh connection per request, so an injected reset
 /// or truncation never leaks into the next request.
 fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .expect("an HTTP client")
+    reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("an HTTP client")
 }
 
 struct Answer {
@@ -70,16 +62,8 @@ async fn send(
     let response = request.send().await?;
     let status = response.status();
     let headers = response.headers().clone();
-    let body = response
-        .bytes()
-        .await
-        .map(|b| b.to_vec())
-        .map_err(|e| format!("{e:?}"));
-    Ok(Answer {
-        status,
-        headers,
-        body,
-    })
+    let body = response.bytes().await.map(|b| b.to_vec()).map_err(|e| format!("{e:?}"));
+    Ok(Answer { status, headers, body })
 }
 
 const DEMO: Option<(&str, &str)> = Some((DEMO_EMAIL, DEMO_KEY));
@@ -138,11 +122,7 @@ async fn json_and_xml_pages_match_the_ground_truth() {
             expected_page(&server, JAN1, JAN1 + 2 * DAY, None, 50, 120),
         ),
         (
-            window_path(
-                JAN1 + 100,
-                JAN1 + 4 * DAY,
-                &format!("?number={number}&limit=10000"),
-            ),
+            window_path(JAN1 + 100, JAN1 + 4 * DAY, &format!("?number={number}&limit=10000")),
             Some("application/xml"),
             WireFormat::Xml,
             expected_page(&server, JAN1 + 100, JAN1 + 4 * DAY, Some(&number), 10_000, 0),
@@ -153,20 +133,12 @@ async fn json_and_xml_pages_match_the_ground_truth() {
             WireFormat::Json,
             expected_page(&server, JAN1, JAN1 + 2 * DAY, None, 1_000, 999_999),
         ),
-        (
-            window_path(0, 10, ""),
-            None,
-            WireFormat::Json,
-            CallPage::default(),
-        ),
+        (window_path(0, 10, ""), None, WireFormat::Json, CallPage::default()),
     ];
     for (path, accept, format, want) in cases {
         let answer = get(&server, &path, accept, DEMO).await.expect("an answer");
         assert_eq!(answer.status, StatusCode::OK, "{path}: {}", text(&answer));
-        let content_type = answer
-            .headers
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok());
+        let content_type = answer.headers.get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
         assert_eq!(content_type, Some(format.media_type()), "{path}");
         let body = answer.body.as_deref().expect("a whole body");
         let got = wire::decode_page(body, format).unwrap_or_else(|e| panic!("{path}: {e}"));
@@ -204,42 +176,25 @@ async fn credentials_are_required() {
     let path = window_path(JAN1, JAN1 + DAY, "");
     let cases: [AuthCase<'_>; 5] = [
         (None, None, "{\"error\":\"authentication required"),
-        (
-            Some((DEMO_EMAIL, "wrong-key")),
-            None,
-            "{\"error\":\"invalid credentials\"}",
-        ),
-        (
-            Some(("someone@else.invalid", DEMO_KEY)),
-            None,
-            "{\"error\":\"invalid credentials\"}",
-        ),
+        (Some((DEMO_EMAIL, "wrong-key")), None, "{\"error\":\"invalid credentials\"}"),
+        (Some(("someone@else.invalid", DEMO_KEY)), None, "{\"error\":\"invalid credentials\"}"),
         (
             Some((DEMO_EMAIL, "")),
             Some("application/xml"),
             "<?xml version=\"1.0\"?>\n<result><error>invalid credentials</error></result>",
         ),
-        (
-            None,
-            Some("application/xml"),
-            "<?xml version=\"1.0\"?>\n<result><error>authentication required",
-        ),
+        (None, Some("application/xml"), "<?xml version=\"1.0\"?>\n<result><error>authentication required"),
     ];
     for (auth, accept, body_start) in cases {
         let answer = get(&server, &path, accept, auth).await.expect("an answer");
         assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{auth:?}");
-        assert!(
-            text(&answer).starts_with(body_start),
-            "{auth:?}: {}",
-            text(&answer)
-        );
+        assert!(text(&answer).starts_with(body_start), "{auth:?}: {}", text(&answer));
         assert!(answer.headers.contains_key(reqwest::header::WWW_AUTHENTICATE));
         assert!(wire::error_message(answer.body.as_deref().expect("a body")).is_some());
     }
     // The email is matched case-insensitively, the key exactly.
-    let upper = get(&server, &path, None, Some(("DEMO@plumline.invalid", DEMO_KEY)))
-        .await
-        .expect("an answer");
+    let upper =
+        get(&server, &path, None, Some(("DEMO@plumline.invalid", DEMO_KEY))).await.expect("an answer");
     assert_eq!(upper.status, StatusCode::OK);
     let stats = server.stats();
     assert_eq!((stats.unauthorized, stats.ok, stats.requests), (5, 1, 6));
@@ -250,53 +205,22 @@ async fn credentials_are_required() {
 async fn wrong_methods_paths_and_parameters_are_refused() {
     let server = start(small()).await;
     let calls = window_path(JAN1, JAN1 + DAY, "");
-    for method in [
-        reqwest::Method::POST,
-        reqwest::Method::PUT,
-        reqwest::Method::DELETE,
-        reqwest::Method::HEAD,
-    ] {
-        let answer = send(&server, method.clone(), &calls, None, DEMO)
-            .await
-            .expect("an answer");
+    for method in
+        [reqwest::Method::POST, reqwest::Method::PUT, reqwest::Method::DELETE, reqwest::Method::HEAD]
+    {
+        let answer = send(&server, method.clone(), &calls, None, DEMO).await.expect("an answer");
         assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED, "{method}");
-        assert_eq!(
-            answer
-                .headers
-                .get(reqwest::header::ALLOW)
-                .and_then(|v| v.to_str().ok()),
-            Some("GET")
-        );
+        assert_eq!(answer.headers.get(reqwest::header::ALLOW).and_then(|v| v.to_str().ok()), Some("GET"));
         if method != reqwest::Method::HEAD {
             assert!(text(&answer).contains("\"error\""), "{method}: {}", text(&answer));
         }
     }
     let cases: [(&str, StatusCode, &str); 9] = [
-        (
-            "/calls/1735689600/1735775999?limit=0",
-            StatusCode::BAD_REQUEST,
-            "limit must be",
-        ),
-        (
-            "/calls/1735689600/1735775999?limit=10001",
-            StatusCode::BAD_REQUEST,
-            "limit must be",
-        ),
-        (
-            "/calls/1735689600/1735775999?limit=many",
-            StatusCode::BAD_REQUEST,
-            "limit must be",
-        ),
-        (
-            "/calls/1735689600/1735775999?offset=-3",
-            StatusCode::BAD_REQUEST,
-            "offset must be",
-        ),
-        (
-            "/calls/yesterday/1735775999",
-            StatusCode::BAD_REQUEST,
-            "start must be",
-        ),
+        ("/calls/1735689600/1735775999?limit=0", StatusCode::BAD_REQUEST, "limit must be"),
+        ("/calls/1735689600/1735775999?limit=10001", StatusCode::BAD_REQUEST, "limit must be"),
+        ("/calls/1735689600/1735775999?limit=many", StatusCode::BAD_REQUEST, "limit must be"),
+        ("/calls/1735689600/1735775999?offset=-3", StatusCode::BAD_REQUEST, "offset must be"),
+        ("/calls/yesterday/1735775999", StatusCode::BAD_REQUEST, "start must be"),
         ("/calls/1735689600/1.5", StatusCode::BAD_REQUEST, "end must be"),
         ("/calls/1735689600", StatusCode::NOT_FOUND, "not found"),
         ("/call/abc", StatusCode::NOT_FOUND, "not found"),
@@ -307,17 +231,11 @@ async fn wrong_methods_paths_and_parameters_are_refused() {
         assert_eq!(answer.status, status, "{path}: {}", text(&answer));
         assert!(text(&answer).contains(needle), "{path}: {}", text(&answer));
     }
-    let outside = http()
-        .get(format!("http://{}/metrics", server.local_addr()))
-        .send()
-        .await
-        .expect("an answer");
+    let outside =
+        http().get(format!("http://{}/metrics", server.local_addr())).send().await.expect("an answer");
     assert_eq!(outside.status(), StatusCode::NOT_FOUND);
     let stats = server.stats();
-    assert_eq!(
-        (stats.method_not_allowed, stats.bad_request, stats.not_found),
-        (4, 6, 4)
-    );
+    assert_eq!((stats.method_not_allowed, stats.bad_request, stats.not_found), (4, 6, 4));
     server.shutdown().await;
 }
 
@@ -325,13 +243,7 @@ async fn wrong_methods_paths_and_parameters_are_refused() {
 async fn each_fault_is_observable_and_the_script_runs_in_order() {
     let server = start(small()).await;
     let path = window_path(JAN1, JAN1 + DAY, "?limit=200");
-    server.push_script([
-        Fault::ServerError,
-        Fault::RateLimited,
-        Fault::Pass,
-        Fault::Reset,
-        Fault::Truncated,
-    ]);
+    server.push_script([Fault::ServerError, Fault::RateLimited, Fault::Pass, Fault::Reset, Fault::Truncated]);
     assert_eq!(server.script_len(), 5);
 
     let error500 = get(&server, &path, None, DEMO).await.expect("an answer");
@@ -340,27 +252,15 @@ async fn each_fault_is_observable_and_the_script_runs_in_order() {
 
     let throttled = get(&server, &path, None, DEMO).await.expect("an answer");
     assert_eq!(throttled.status, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(
-        throttled
-            .headers
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok()),
-        Some("1")
-    );
+    assert_eq!(throttled.headers.get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()), Some("1"));
 
     let passed = get(&server, &path, None, DEMO).await.expect("an answer");
     assert_eq!(passed.status, StatusCode::OK, "{}", text(&passed));
 
     let reset = get(&server, &path, None, DEMO).await;
-    assert!(
-        reset.is_err(),
-        "a reset must not be answered, got {:?}",
-        reset.map(|a| a.status)
-    );
+    assert!(reset.is_err(), "a reset must not be answered, got {:?}", reset.map(|a| a.status));
 
-    let truncated = get(&server, &path, None, DEMO)
-        .await
-        .expect("headers arrive before the cut");
+    let truncated = get(&server, &path, None, DEMO).await.expect("headers arrive before the cut");
     assert_eq!(truncated.status, StatusCode::OK);
     let declared: usize = truncated
         .headers
@@ -396,10 +296,7 @@ async fn each_fault_is_observable_and_the_script_runs_in_order() {
         .retry_policy(RetryPolicy::never())
         .build()
         .expect("a client");
-    let request = CallQuery::new(JAN1, JAN1 + DAY)
-        .expect("a window")
-        .page(100, 0)
-        .expect("a page");
+    let request = CallQuery::new(JAN1, JAN1 + DAY).expect("a window").page(100, 0).expect("a page");
     let kinds = [
         (Fault::ServerError, "server_error"),
         (Fault::RateLimited, "rate_limited"),
@@ -412,15 +309,7 @@ async fn each_fault_is_observable_and_the_script_runs_in_order() {
         assert_eq!(error.kind(), kind, "{fault}: {error}");
         assert!(error.is_transient(), "{fault}: {error}");
     }
-    assert_eq!(
-        client
-            .fetch_page(&request)
-            .await
-            .expect("no fault left")
-            .calls
-            .len(),
-        100
-    );
+    assert_eq!(client.fetch_page(&request).await.expect("no fault left").calls.len(), 100);
     server.shutdown().await;
 }
 
@@ -428,9 +317,7 @@ async fn each_fault_is_observable_and_the_script_runs_in_order() {
 async fn fault_rates_and_latency_change_at_run_time() {
     let server = start(small()).await;
     let path = window_path(JAN1, JAN1 + DAY, "?limit=5");
-    server
-        .set_faults(Faults::none().with_server_errors(1.0))
-        .expect("valid faults");
+    server.set_faults(Faults::none().with_server_errors(1.0)).expect("valid faults");
     for _ in 0..3 {
         assert_eq!(
             get(&server, &path, None, DEMO).await.expect("an answer").status,
@@ -439,10 +326,7 @@ async fn fault_rates_and_latency_change_at_run_time() {
     }
     // The script goes first, then the rates again.
     server.push_script([Fault::Pass]);
-    assert_eq!(
-        get(&server, &path, None, DEMO).await.expect("an answer").status,
-        StatusCode::OK
-    );
+    assert_eq!(get(&server, &path, None, DEMO).await.expect("an answer").status, StatusCode::OK);
     assert_eq!(
         get(&server, &path, None, DEMO).await.expect("an answer").status,
         StatusCode::INTERNAL_SERVER_ERROR
@@ -456,58 +340,35 @@ async fn fault_rates_and_latency_change_at_run_time() {
         "a refused change keeps the old faults"
     );
 
-    server
-        .set_faults(Faults::none().with_latency(Duration::from_millis(300)))
-        .expect("valid faults");
+    server.set_faults(Faults::none().with_latency(Duration::from_millis(300))).expect("valid faults");
     let began = Instant::now();
-    assert_eq!(
-        get(&server, &path, None, DEMO).await.expect("an answer").status,
-        StatusCode::OK
-    );
-    assert!(
-        began.elapsed() >= Duration::from_millis(300),
-        "{:?}",
-        began.elapsed()
-    );
+    assert_eq!(get(&server, &path, None, DEMO).await.expect("an answer").status, StatusCode::OK);
+    assert!(began.elapsed() >= Duration::from_millis(300), "{:?}", began.elapsed());
     // Latency is for the calls endpoint only.
     let began = Instant::now();
     assert_eq!(
-        get(&server, "/elsewhere", None, DEMO)
-            .await
-            .expect("an answer")
-            .status,
+        get(&server, "/elsewhere", None, DEMO).await.expect("an answer").status,
         StatusCode::NOT_FOUND
     );
     assert!(began.elapsed() < Duration::from_millis(300));
 
     // Rates split as configured (seeded, so this is exact run to run).
-    server
-        .set_faults(Faults::none().with_server_errors(0.3).with_rate_limits(0.2))
-        .expect("valid faults");
+    server.set_faults(Faults::none().with_server_errors(0.3).with_rate_limits(0.2)).expect("valid faults");
     let before = server.stats();
     for _ in 0..200 {
         get(&server, &path, None, DEMO).await.expect("an answer");
     }
     let after = server.stats();
     let share = |a: u64, b: u64| (a - b) as f64 / 200.0;
-    assert!(
-        (0.2..0.4).contains(&share(after.server_error, before.server_error)),
-        "{after:?}"
-    );
-    assert!(
-        (0.12..0.28).contains(&share(after.rate_limited, before.rate_limited)),
-        "{after:?}"
-    );
+    assert!((0.2..0.4).contains(&share(after.server_error, before.server_error)), "{after:?}");
+    assert!((0.12..0.28).contains(&share(after.rate_limited, before.rate_limited)), "{after:?}");
     server.shutdown().await;
 }
 
 #[tokio::test]
 async fn live_mode_lists_calls_as_they_end() {
     let clock = SimClock::manual(JAN1 + 6 * 3_600);
-    let config = small()
-        .with_calls_per_day(50_000.0)
-        .with_live(true)
-        .with_clock(clock.clone());
+    let config = small().with_calls_per_day(50_000.0).with_live(true).with_clock(clock.clone());
     let server = start(config).await;
     let path = window_path(JAN1, JAN1 + 5 * DAY, "?limit=1");
     let mut last = 0;
@@ -517,17 +378,9 @@ async fn live_mode_lists_calls_as_they_end() {
         let answer = get(&server, &path, None, DEMO).await.expect("an answer");
         let page =
             wire::decode_page(answer.body.as_deref().expect("a body"), WireFormat::Json).expect("decodes");
-        assert_eq!(
-            page.total_calls,
-            server.simulator().count_in(JAN1, JAN1 + 5 * DAY, None)
-        );
+        assert_eq!(page.total_calls, server.simulator().count_in(JAN1, JAN1 + 5 * DAY, None));
         assert!(page.calls.iter().all(|c| c.end <= now), "{page:?} at {now}");
-        assert!(
-            page.total_calls > last,
-            "no new calls by {now}: {} then {}",
-            last,
-            page.total_calls
-        );
+        assert!(page.total_calls > last, "no new calls by {now}: {} then {}", last, page.total_calls);
         last = page.total_calls;
     }
     clock.advance(3_600);
@@ -559,10 +412,7 @@ async fn the_api_client_pages_through_faults_to_the_ground_truth() {
         assert_eq!(got, truth, "{format}");
     }
     let stats = server.stats();
-    assert!(
-        stats.server_error > 0 && stats.reset > 0,
-        "no faults were injected: {stats:?}"
-    );
+    assert!(stats.server_error > 0 && stats.reset > 0, "no faults were injected: {stats:?}");
     assert_eq!(stats.ok, 2 * truth.len().div_ceil(250) as u64, "{stats:?}");
     server.shutdown().await;
 }
@@ -572,15 +422,10 @@ async fn shutdown_frees_the_port_and_bind_errors_say_so() {
     let server = start(small()).await;
     let addr = server.local_addr();
     assert_eq!(server.base_url(), format!("http://{addr}/api"));
-    let taken = SimServer::start(small(), addr)
-        .await
-        .expect_err("the port is taken");
+    let taken = SimServer::start(small(), addr).await.expect_err("the port is taken");
     let message = taken.to_string();
     assert!(matches!(taken, SimError::Bind { .. }), "{taken:?}");
-    assert!(
-        message.contains(&addr.to_string()) && message.contains("another port"),
-        "{message}"
-    );
+    assert!(message.contains(&addr.to_string()) && message.contains("another port"), "{message}");
     // An idle keep-alive connection must not hold shutdown up.
     let keep_alive = reqwest::Client::new();
     let answer = keep_alive
@@ -592,14 +437,8 @@ async fn shutdown_frees_the_port_and_bind_errors_say_so() {
     assert_eq!(answer.status(), StatusCode::OK);
     let began = Instant::now();
     server.shutdown().await;
-    assert!(
-        began.elapsed() < Duration::from_secs(2),
-        "shutdown took {:?}",
-        began.elapsed()
-    );
-    let again = SimServer::start(small(), addr)
-        .await
-        .expect("the port is free again");
+    assert!(began.elapsed() < Duration::from_secs(2), "shutdown took {:?}", began.elapsed());
+    let again = SimServer::start(small(), addr).await.expect("the port is free again");
     drop(again);
 }
 

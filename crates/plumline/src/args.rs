@@ -24,12 +24,7 @@ pub struct ApiArgs {
     pub developer_key: Option<String>,
 
     /// Body format asked of the API.
-    #[arg(
-        long,
-        env = "PLUM_WIRE_FORMAT",
-        default_value = "json",
-        value_name = "json|xml"
-    )]
+    #[arg(long, env = "PLUM_WIRE_FORMAT", default_value = "json", value_name = "json|xml")]
     pub wire_format: WireFormat,
 
     /// Allow plain http:// to a host that is not loopback (credentials travel unencrypted).
@@ -63,10 +58,7 @@ impl ApiArgs {
 
     /// A client configured from these flags.
     pub fn client(&self) -> anyhow::Result<Client> {
-        let retry = RetryPolicy {
-            max_attempts: self.max_attempts,
-            ..RetryPolicy::default()
-        };
+        let retry = RetryPolicy { max_attempts: self.max_attempts, ..RetryPolicy::default() };
         Ok(Client::builder(&self.base_url, self.credentials()?)
             .wire_format(self.wire_format)
             .allow_http(self.allow_http)

@@ -21,9 +21,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Take call records out of Plum Fuse and put them where people can use them.
 #[derive(Debug, Parser)]
 #[command(name = "plumline", version, about, long_about = None, propagate_version = true)]

@@ -50,12 +50,7 @@ impl<W: Write> CallWriter<W> {
             OutputFormat::Csv => Sink::Csv(Box::new(csv::Writer::from_writer(out))),
             _ => Sink::Raw(out),
         };
-        CallWriter {
-            format,
-            sink,
-            tz,
-            n_written: 0,
-        }
+        CallWriter { format, sink, tz, n_written: 0 }
     }
 
     /// Writes the header, if the format has one.
@@ -164,10 +159,7 @@ impl<W: Write> CallWriter<W> {
 
     fn local_time(&self, secs: i64) -> String {
         match Timestamp::from_second(secs) {
-            Ok(ts) => ts
-                .to_zoned_datetime(self.tz.clone())
-                .strftime("%Y-%m-%dT%H:%M:%S%:z")
-                .to_string(),
+            Ok(ts) => ts.to_zoned_datetime(self.tz.clone()).strftime("%Y-%m-%dT%H:%M:%S%:z").to_string(),
             Err(_) => secs.to_string(),
         }
     }
@@ -234,16 +226,8 @@ mod tests {
 
         let csv_text = render(OutputFormat::Csv, &[&c]);
         let mut reader = csv::Reader::from_reader(csv_text.as_bytes());
-        let header: Vec<String> = reader
-            .headers()
-            .expect("header")
-            .iter()
-            .map(str::to_owned)
-            .collect();
-        assert_eq!(
-            header,
-            ["dest", "src", "start", "end", "session_id", "type", "log"]
-        );
+        let header: Vec<String> = reader.headers().expect("header").iter().map(str::to_owned).collect();
+        assert_eq!(header, ["dest", "src", "start", "end", "session_id", "type", "log"]);
         let rows: Vec<csv::StringRecord> = reader.records().collect::<Result<_, _>>().expect("rows");
         assert_eq!(&rows[1][4], "a,\"quoted\"");
         assert_eq!(&rows[1][6], "false");

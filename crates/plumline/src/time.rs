@@ -16,9 +16,7 @@ pub fn parse_tz(name: &str) -> anyhow::Result<TimeZone> {
 pub fn parse_time(value: &str, tz: &TimeZone, what: &str) -> anyhow::Result<Timestamp> {
     let v = value.trim();
     if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
-        let secs: i64 = v
-            .parse()
-            .with_context(|| format!("{what} `{value}` is too large"))?;
+        let secs: i64 = v.parse().with_context(|| format!("{what} `{value}` is too large"))?;
         return Timestamp::from_second(secs).with_context(|| format!("{what} `{value}` is out of range"));
     }
     if let Ok(ts) = v.parse::<Timestamp>() {
@@ -53,10 +51,7 @@ impl TimeRange {
                 "--start ({start_ts}) must be before --end ({end_ts}): the range is [start, end), so it is empty; swap them or widen it"
             );
         }
-        Ok(TimeRange {
-            start: start_ts,
-            end: end_ts,
-        })
+        Ok(TimeRange { start: start_ts, end: end_ts })
     }
 
     /// The API's inclusive window for this half-open range, rounded to whole seconds.
@@ -64,10 +59,7 @@ impl TimeRange {
         // A sub-second end still covers its whole second only if the range
         // reaches into it; ceil(end) - 1 is the last whole second inside.
         let end = self.end.as_second() + i64::from(self.end.subsec_nanosecond() > 0) - 1;
-        (
-            self.start.as_second() + i64::from(self.start.subsec_nanosecond() > 0),
-            end,
-        )
+        (self.start.as_second() + i64::from(self.start.subsec_nanosecond() > 0), end)
     }
 }
 

@@ -73,13 +73,15 @@ fn snapshot(root: &Path) -> (BTreeMap<String, Vec<u8>>, Vec<String>) {
     let mut temps = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let path = entry.path();
             let rel = path.strip_prefix(root).expect("under root").display().to_string();
             if path.is_dir() {
                 stack.push(path);
-            } else if rel.ends_with(".tmp") {
+            } else if Path::new(&rel).extension().is_some_and(|e| e == "tmp") {
                 temps.push(rel);
             } else if !rel.starts_with("_plumline") {
                 files.insert(rel, std::fs::read(&path).expect("read"));
@@ -117,12 +119,24 @@ fn bad_input_is_one_clear_error_and_writes_nothing() {
     let cases: Vec<(Vec<&str>, &str)> = vec![
         ([base("2025-01-05", "2025-01-02"), vec!["--out", out]].concat(), "must be before --end"),
         ([base("2025-01-05", "2025-01-05"), vec!["--out", out]].concat(), "empty"),
-        ([base("2025-01-01", "2025-01-02"), vec!["--out", out, "--tz", "Mars/Olympus"]].concat(), "unknown time zone"),
+        (
+            [base("2025-01-01", "2025-01-02"), vec!["--out", out, "--tz", "Mars/Olympus"]].concat(),
+            "unknown time zone",
+        ),
         ([base("2025-01-01", "2025-01-02"), vec!["--out", unwritable]].concat(), "a-file/lake"),
-        ([base("2025-01-01", "2025-01-02"), vec!["--out", "ftp://host/lake"]].concat(), "scheme `ftp://` is not supported"),
+        (
+            [base("2025-01-01", "2025-01-02"), vec!["--out", "ftp://host/lake"]].concat(),
+            "scheme `ftp://` is not supported",
+        ),
         ([base("2025-01-01", "2025-01-02"), vec!["--out", out, "--page-size", "0"]].concat(), "page size 0"),
-        ([base("2025-01-01", "2025-01-02"), vec!["--out", out, "--page-size", "10001"]].concat(), "page size 10001"),
-        ([base("2025-01-01", "2025-01-02"), vec!["--out", out, "--concurrency", "0"]].concat(), "--concurrency"),
+        (
+            [base("2025-01-01", "2025-01-02"), vec!["--out", out, "--page-size", "10001"]].concat(),
+            "page size 10001",
+        ),
+        (
+            [base("2025-01-01", "2025-01-02"), vec!["--out", out, "--concurrency", "0"]].concat(),
+            "--concurrency",
+        ),
         ([base("yesterday", "2025-01-02"), vec!["--out", out]].concat(), "cannot read --start"),
     ];
     for (args, needle) in cases {
@@ -138,7 +152,8 @@ fn bad_input_is_one_clear_error_and_writes_nothing() {
         );
         assert!(!Path::new(out).exists(), "nothing may be written\n{}", show(&cmd, &output));
         assert!(blocker.is_file(), "the blocking file is untouched");
-        let leftovers: Vec<PathBuf> = std::fs::read_dir(tmp.path()).expect("ls").flatten().map(|e| e.path()).collect();
+        let leftovers: Vec<PathBuf> =
+            std::fs::read_dir(tmp.path()).expect("ls").flatten().map(|e| e.path()).collect();
         assert_eq!(leftovers, vec![blocker.clone()], "nothing else appears\n{}", show(&cmd, &output));
     }
 }
@@ -175,7 +190,11 @@ fn numbers_share_a_lake_without_clobbering() {
     let (files, _) = snapshot(&out);
     assert_eq!(files.len(), 18, "{:?}", files.keys());
     for n in &numbers {
-        assert!(files.contains_key(&format!("date=2025-01-03/calls-number-{n}.parquet")), "{:?}", files.keys());
+        assert!(
+            files.contains_key(&format!("date=2025-01-03/calls-number-{n}.parquet")),
+            "{:?}",
+            files.keys()
+        );
     }
 }
 
@@ -208,10 +227,17 @@ fn killed_exports_resume_to_the_same_lake() {
         run_ok(plumline(&sim, &export_args(lake.to_str().expect("utf-8"), &[])));
         let (got, temps) = snapshot(&lake);
         assert!(temps.is_empty(), "killed after {delay} ms: temps remain: {temps:?}");
-        assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "killed after {delay} ms");
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            want.keys().collect::<Vec<_>>(),
+            "killed after {delay} ms"
+        );
         assert!(got == want, "killed after {delay} ms: file contents differ from an uninterrupted run");
     }
-    assert!(interrupted >= 2, "only {interrupted} kill points interrupted the export: the test lost its point");
+    assert!(
+        interrupted >= 2,
+        "only {interrupted} kill points interrupted the export: the test lost its point"
+    );
     run_ok(plumline(&sim, &export_args(repeated.to_str().expect("utf-8"), &[])));
     let (got, temps) = snapshot(&repeated);
     assert!(temps.is_empty(), "{temps:?}");
@@ -225,11 +251,14 @@ fn demo_runs_twice() {
     let dir_s = dir.to_str().expect("utf-8");
     let demo = || {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_plumline"));
-        cmd.args(["demo", "--dir", dir_s, "--calls-per-day", "40"]).env_remove("RUST_LOG").stdin(Stdio::null());
+        cmd.args(["demo", "--dir", dir_s, "--calls-per-day", "40"])
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null());
         run_ok(cmd)
     };
     let first = String::from_utf8_lossy(&demo().stdout).into_owned();
-    for needle in ["Calls per day", "Calls per number and type", "p50", "p99", "read_parquet(", "93 written"] {
+    for needle in ["Calls per day", "Calls per number and type", "p50", "p99", "read_parquet(", "93 written"]
+    {
         assert!(first.contains(needle), "missing {needle:?} in:\n{first}");
     }
     let (files, _) = snapshot(&dir.join("lake"));

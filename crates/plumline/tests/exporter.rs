@@ -18,27 +18,11 @@ fn exporter(mut cmd: Command) -> Command {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_gives_one_clear_error() {
     let mut cmd = exporter(plumline_bare());
-    cmd.args([
-        "--listen",
-        "not-an-address",
-        "--email",
-        "a@b.c",
-        "--developer-key",
-        "k",
-    ]);
+    cmd.args(["--listen", "not-an-address", "--email", "a@b.c", "--developer-key", "k"]);
     run_err(cmd, "--listen `not-an-address` is not an address").await;
 
     let mut cmd = exporter(plumline_bare());
-    cmd.args([
-        "--listen",
-        "127.0.0.1:0",
-        "--interval",
-        "0s",
-        "--email",
-        "a@b.c",
-        "--developer-key",
-        "k",
-    ]);
+    cmd.args(["--listen", "127.0.0.1:0", "--interval", "0s", "--email", "a@b.c", "--developer-key", "k"]);
     run_err(cmd, "--interval must be greater than zero").await;
 
     let mut cmd = exporter(plumline_bare());
@@ -77,13 +61,9 @@ async fn bad_credentials_stop_the_exporter_at_startup() {
     let server = sim(SimConfig::default()).await;
     let secret = "definitely-wrong-key-4711";
     let mut cmd = exporter(plumline(&server));
-    cmd.env("PLUM_DEVELOPER_KEY", secret)
-        .args(["--listen", "127.0.0.1:0"]);
+    cmd.env("PLUM_DEVELOPER_KEY", secret).args(["--listen", "127.0.0.1:0"]);
     let stderr = run_err(cmd, "refused the credentials").await;
-    assert!(
-        stderr.contains("PLUM_DEVELOPER_KEY"),
-        "says what to fix: {stderr}"
-    );
+    assert!(stderr.contains("PLUM_DEVELOPER_KEY"), "says what to fix: {stderr}");
     assert!(!stderr.contains(secret), "the key leaked: {stderr}");
     server.shutdown().await;
 }
@@ -126,17 +106,9 @@ fn start(mut cmd: Command) -> Running {
 
 fn get(addr: SocketAddr, path: &str, auth: Option<&str>) -> String {
     let mut stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let auth = auth
-        .map(|a| format!("Authorization: Basic {a}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
-    )
-    .expect("write");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let auth = auth.map(|a| format!("Authorization: Basic {a}\r\n")).unwrap_or_default();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").expect("write");
     let mut answer = String::new();
     stream.read_to_string(&mut answer).expect("read");
     answer
@@ -144,13 +116,8 @@ fn get(addr: SocketAddr, path: &str, auth: Option<&str>) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serves_metrics_behind_basic_auth_and_stops_on_sigterm() {
-    let now = i64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("clock")
-            .as_secs(),
-    )
-    .expect("time");
+    let now =
+        i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs()).expect("time");
     let config = SimConfig::default()
         .with_live(true)
         .with_calls_per_day(20_000.0)
@@ -170,40 +137,26 @@ async fn serves_metrics_behind_basic_auth_and_stops_on_sigterm() {
         "--basic-auth-user",
         "prom",
     ]);
-    let mut running = tokio::task::spawn_blocking(move || start(cmd))
-        .await
-        .expect("start");
+    let mut running = tokio::task::spawn_blocking(move || start(cmd)).await.expect("start");
     let addr = running.addr;
 
     let scrape = tokio::task::spawn_blocking(move || {
-        assert!(
-            get(addr, "/metrics", None).starts_with("HTTP/1.1 401"),
-            "no credentials, no metrics"
-        );
-        assert!(
-            get(addr, "/healthz", None).starts_with("HTTP/1.1 200"),
-            "health stays open"
-        );
+        assert!(get(addr, "/metrics", None).starts_with("HTTP/1.1 401"), "no credentials, no metrics");
+        assert!(get(addr, "/healthz", None).starts_with("HTTP/1.1 200"), "health stays open");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let scrape = get(addr, "/metrics", Some(auth));
             if scrape.contains("\nplum_fuse_up 1") && scrape.contains("plum_fuse_calls_total{") {
                 return scrape;
             }
-            assert!(
-                Instant::now() < deadline,
-                "no successful poll within 30 s:\n{scrape}"
-            );
+            assert!(Instant::now() < deadline, "no successful poll within 30 s:\n{scrape}");
             std::thread::sleep(Duration::from_millis(100));
         }
     })
     .await
     .expect("scraper");
     assert!(scrape.contains(&format!("number=\"{number}\"")), "{scrape}");
-    assert!(
-        !scrape.contains(DEMO_KEY),
-        "the developer key leaked into /metrics"
-    );
+    assert!(!scrape.contains(DEMO_KEY), "the developer key leaked into /metrics");
 
     let pid = running.child.id().to_string();
     let status = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
@@ -221,10 +174,7 @@ async fn serves_metrics_behind_basic_auth_and_stops_on_sigterm() {
         let _ = e.read_to_string(&mut stderr);
     }
     assert!(exit.success(), "exit {exit} after SIGTERM\n{stderr}");
-    assert!(
-        !stderr.contains(DEMO_KEY),
-        "the developer key leaked into the log\n{stderr}"
-    );
+    assert!(!stderr.contains(DEMO_KEY), "the developer key leaked into the log\n{stderr}");
     assert!(!stderr.contains("error:"), "{stderr}");
     server.shutdown().await;
 }

@@ -13,10 +13,7 @@ fn sim(config: SimConfig) -> Simulator {
 
 /// A week of calls for three numbers: small enough to check exhaustively.
 fn week() -> SimConfig {
-    SimConfig::default()
-        .with_seed(42)
-        .with_calls_per_day(300.0)
-        .with_data_range(JAN1, JAN1 + 7 * DAY_SECS)
+    SimConfig::default().with_seed(42).with_calls_per_day(300.0).with_data_range(JAN1, JAN1 + 7 * DAY_SECS)
 }
 
 fn request(start: i64, end: i64, number: Option<&str>, limit: u32, offset: u64) -> PageRequest {
@@ -65,17 +62,11 @@ fn session_ids_are_unique_and_vendor_shaped() {
     let calls = all(&s);
     let mut ids = HashSet::with_capacity(calls.len());
     for call in &calls {
-        assert!(
-            ids.insert(call.session_id.as_str()),
-            "duplicate session id {}",
-            call.session_id
-        );
+        assert!(ids.insert(call.session_id.as_str()), "duplicate session id {}", call.session_id);
         let parts: Vec<&str> = call.session_id.split(';').collect();
         assert_eq!(parts.len(), 3, "{}", call.session_id);
         assert!(
-            parts
-                .iter()
-                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())),
+            parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())),
             "{}",
             call.session_id
         );
@@ -87,10 +78,7 @@ fn session_ids_are_unique_and_vendor_shaped() {
 
 #[test]
 fn order_is_start_descending_then_session_id() {
-    for config in [
-        week(),
-        week().with_generated_numbers(1_200).with_calls_per_day(2.0),
-    ] {
+    for config in [week(), week().with_generated_numbers(1_200).with_calls_per_day(2.0)] {
         let calls = all(&sim(config));
         for pair in calls.windows(2) {
             let (a, b) = (&pair[0], &pair[1]);
@@ -120,17 +108,9 @@ fn windows_are_inclusive_on_both_ends() {
         (pick(2), pick(5)), // start after end: nothing
     ];
     for (lo, hi) in windows {
-        let want: Vec<Call> = everything
-            .iter()
-            .filter(|c| lo <= c.start && c.start <= hi)
-            .cloned()
-            .collect();
+        let want: Vec<Call> = everything.iter().filter(|c| lo <= c.start && c.start <= hi).cloned().collect();
         assert_eq!(s.calls_in(lo, hi, None), want, "window [{lo}, {hi}]");
-        assert_eq!(
-            s.count_in(lo, hi, None),
-            want.len() as u64,
-            "count of [{lo}, {hi}]"
-        );
+        assert_eq!(s.count_in(lo, hi, None), want.len() as u64, "count of [{lo}, {hi}]");
     }
     let edge = pick(4);
     assert!(s.calls_in(edge, edge, None).iter().all(|c| c.start == edge));
@@ -142,10 +122,7 @@ fn number_filter_partitions_the_calls() {
     let s = sim(week());
     let everything = all(&s);
     let (lo, hi) = (JAN1 + 3_600, JAN1 + 3 * DAY_SECS + 7);
-    let window: Vec<&Call> = everything
-        .iter()
-        .filter(|c| lo <= c.start && c.start <= hi)
-        .collect();
+    let window: Vec<&Call> = everything.iter().filter(|c| lo <= c.start && c.start <= hi).collect();
     let mut union = HashSet::new();
     let mut sum = 0;
     for number in s.numbers() {
@@ -163,10 +140,7 @@ fn number_filter_partitions_the_calls() {
         }
         // A subsequence of the unfiltered order.
         let mut it = window.iter();
-        assert!(
-            mine.iter().all(|c| it.any(|w| *w == c)),
-            "{number} is not in server order"
-        );
+        assert!(mine.iter().all(|c| it.any(|w| *w == c)), "{number} is not in server order");
         sum += mine.len();
         union.extend(mine.into_iter().map(|c| c.session_id));
     }
@@ -174,11 +148,7 @@ fn number_filter_partitions_the_calls() {
     assert_eq!(union.len(), window.len());
     assert!(s.calls_in(lo, hi, Some("0000000000")).is_empty());
     assert_eq!(s.count_in(lo, hi, Some("0000000000")), 0);
-    assert_eq!(
-        s.calls_in(lo, hi, Some("")).len(),
-        window.len(),
-        "an empty number is no filter"
-    );
+    assert_eq!(s.calls_in(lo, hi, Some("")).len(), window.len(), "an empty number is no filter");
 }
 
 #[test]
@@ -199,10 +169,7 @@ fn pages_concatenate_to_the_window() {
         let mut offset = 0;
         loop {
             let page = s.page(&request(lo, hi, number.as_deref(), limit, offset));
-            assert_eq!(
-                page.total_calls, total,
-                "total at offset {offset} of [{lo}, {hi}] {number:?}"
-            );
+            assert_eq!(page.total_calls, total, "total at offset {offset} of [{lo}, {hi}] {number:?}");
             assert!(page.calls.len() <= limit as usize);
             if page.calls.is_empty() {
                 break;
@@ -223,24 +190,9 @@ fn calls_look_like_a_call_center() {
     let n = calls.len() as f64;
     let share = |f: &dyn Fn(&Call) -> bool| calls.iter().filter(|c| f(c)).count() as f64 / n;
     let cases: [(&str, f64, f64, f64); 4] = [
-        (
-            "inbound",
-            share(&|c| c.call_type == CallType::Inbound),
-            0.67,
-            0.73,
-        ),
-        (
-            "outbound",
-            share(&|c| c.call_type == CallType::Outbound),
-            0.18,
-            0.22,
-        ),
-        (
-            "transfer",
-            share(&|c| c.call_type == CallType::Transfer),
-            0.08,
-            0.12,
-        ),
+        ("inbound", share(&|c| c.call_type == CallType::Inbound), 0.67, 0.73),
+        ("outbound", share(&|c| c.call_type == CallType::Outbound), 0.18, 0.22),
+        ("transfer", share(&|c| c.call_type == CallType::Transfer), 0.08, 0.12),
         ("log", share(&|c| c.log), 0.88, 0.92),
     ];
     for (what, got, lo, hi) in cases {
@@ -254,49 +206,27 @@ fn calls_look_like_a_call_center() {
     assert!(*durations.last().expect("calls") > 3_600, "no heavy tail");
     assert!(calls.iter().all(|c| c.src == "Outbound" || c.src.len() == 10));
     // Office hours are busier than nights.
-    let at_hour = |h: i64| {
-        calls
-            .iter()
-            .filter(|c| c.start.rem_euclid(DAY_SECS) / 3_600 == h)
-            .count()
-    };
-    assert!(
-        at_hour(11) > 5 * at_hour(3),
-        "11h: {}, 3h: {}",
-        at_hour(11),
-        at_hour(3)
-    );
+    let at_hour = |h: i64| calls.iter().filter(|c| c.start.rem_euclid(DAY_SECS) / 3_600 == h).count();
+    assert!(at_hour(11) > 5 * at_hour(3), "11h: {}, 3h: {}", at_hour(11), at_hour(3));
     // Weekends are quieter: Jan 4 and 5 2025 were a Saturday and Sunday.
     let s = sim(SimConfig::default().with_calls_per_day(2_000.0));
-    let weekday: u64 = (0..3)
-        .map(|d| s.count_in(JAN1 + d * DAY_SECS, JAN1 + (d + 1) * DAY_SECS - 1, None))
-        .sum();
+    let weekday: u64 =
+        (0..3).map(|d| s.count_in(JAN1 + d * DAY_SECS, JAN1 + (d + 1) * DAY_SECS - 1, None)).sum();
     let weekend = s.count_in(JAN1 + 3 * DAY_SECS, JAN1 + 5 * DAY_SECS - 1, None);
-    assert!(
-        weekend * 3 < weekday * 2 * 3 / 4,
-        "weekend {weekend} vs 3 weekdays {weekday}"
-    );
+    assert!(weekend * 3 < weekday * 2 * 3 / 4, "weekend {weekend} vs 3 weekdays {weekday}");
 }
 
 #[test]
 fn day_counts_follow_volume_and_vary() {
-    let s = sim(SimConfig::default()
-        .with_numbers(["8005550100"])
-        .with_calls_per_day(1_000.0));
-    let counts: Vec<u64> = (0..31)
-        .map(|d| s.count_in(JAN1 + d * DAY_SECS, JAN1 + (d + 1) * DAY_SECS - 1, None))
-        .collect();
+    let s = sim(SimConfig::default().with_numbers(["8005550100"]).with_calls_per_day(1_000.0));
+    let counts: Vec<u64> =
+        (0..31).map(|d| s.count_in(JAN1 + d * DAY_SECS, JAN1 + (d + 1) * DAY_SECS - 1, None)).collect();
     let mean = counts.iter().sum::<u64>() as f64 / 31.0;
     assert!((850.0..=1_150.0).contains(&mean), "mean {mean}");
     assert!(counts.iter().all(|&c| (350..=1_600).contains(&c)), "{counts:?}");
-    assert!(
-        counts.iter().collect::<HashSet<_>>().len() > 20,
-        "days do not vary: {counts:?}"
-    );
+    assert!(counts.iter().collect::<HashSet<_>>().len() > 20, "days do not vary: {counts:?}");
     // Fractional volumes work on average.
-    let sparse = sim(SimConfig::default()
-        .with_numbers(["8005550100"])
-        .with_calls_per_day(0.5));
+    let sparse = sim(SimConfig::default().with_numbers(["8005550100"]).with_calls_per_day(0.5));
     let n = sparse.count_in(JAN1, JAN1 + 31 * DAY_SECS, None);
     assert!((5..=30).contains(&n), "{n} calls at 0.5/day");
 }
@@ -308,10 +238,7 @@ fn unknown_types_change_only_types() {
     assert_eq!(plain.len(), exotic.len());
     let mut changed = 0;
     for (a, b) in plain.iter().zip(&exotic) {
-        assert_eq!(
-            (&a.session_id, a.start, a.end, a.log),
-            (&b.session_id, b.start, b.end, b.log)
-        );
+        assert_eq!((&a.session_id, a.start, a.end, a.log), (&b.session_id, b.start, b.end, b.log));
         if a.call_type != b.call_type {
             assert_eq!(b.call_type, CallType::Other(UNKNOWN_TYPE.into()));
             changed += 1;
@@ -336,10 +263,7 @@ fn data_range_bounds_call_starts() {
     let full = sim(SimConfig::default());
     let want: Vec<Call> = full.calls_in(start, end - 1, None);
     assert_eq!(calls, want, "the data range only clips");
-    assert_eq!(
-        s.count_in(JAN1, JAN1 + DAY_SECS - 1, None),
-        full.count_in(start, JAN1 + DAY_SECS - 1, None)
-    );
+    assert_eq!(s.count_in(JAN1, JAN1 + DAY_SECS - 1, None), full.count_in(start, JAN1 + DAY_SECS - 1, None));
 }
 
 #[test]
@@ -368,13 +292,7 @@ fn live_mode_shows_calls_once_they_end() {
         // Paging through a hot window gives the same.
         let mut paged = Vec::new();
         loop {
-            let page = live.page(&request(
-                JAN1,
-                JAN1 + 10 * DAY_SECS,
-                None,
-                333,
-                paged.len() as u64,
-            ));
+            let page = live.page(&request(JAN1, JAN1 + 10 * DAY_SECS, None, 333, paged.len() as u64));
             assert_eq!(page.total_calls, want.len() as u64);
             if page.calls.is_empty() {
                 break;
@@ -388,11 +306,7 @@ fn live_mode_shows_calls_once_they_end() {
     // set_now on the simulator drives the same clock.
     live.set_now(JAN1 + 3_600);
     assert_eq!(clock.now(), JAN1 + 3_600);
-    assert!(
-        live.calls_in(0, i64::MAX, None)
-            .iter()
-            .all(|c| c.end <= JAN1 + 3_600)
-    );
+    assert!(live.calls_in(0, i64::MAX, None).iter().all(|c| c.end <= JAN1 + 3_600));
 }
 
 #[test]
@@ -402,11 +316,7 @@ fn records_stay_compact_and_cache_is_bounded() {
     let n = s.calls_in(JAN1, JAN1 + 10 * DAY_SECS, None).len();
     assert!(n > 20_000);
     // One day may exceed the budget on its own, never two.
-    assert!(
-        s.cached_calls() <= 5_000 + 4_500,
-        "{} calls cached",
-        s.cached_calls()
-    );
+    assert!(s.cached_calls() <= 5_000 + 4_500, "{} calls cached", s.cached_calls());
     // Counting whole settled days generates nothing.
     let fresh = sim(SimConfig::default());
     assert!(fresh.count_in(JAN1, JAN1 + 31 * DAY_SECS - 1, None) > 50_000);
@@ -426,14 +336,9 @@ fn rendered_pages_decode_to_the_same_calls() {
         let s = sim(config);
         let mut saw_object = false;
         let mut saw_string_numbers = false;
-        for (offset, limit) in [
-            (0, 1_000),
-            (1_000, 500),
-            (1_500, 37),
-            (1_537, 3),
-            (4_000, 10_000),
-            (99_999, 10),
-        ] {
+        for (offset, limit) in
+            [(0, 1_000), (1_000, 500), (1_500, 37), (1_537, 3), (4_000, 10_000), (99_999, 10)]
+        {
             let req = request(JAN1, JAN1 + 7 * DAY_SECS - 1, None, limit, offset);
             let want = s.page(&req);
             for format in [WireFormat::Json, WireFormat::Xml] {
@@ -449,10 +354,7 @@ fn rendered_pages_decode_to_the_same_calls() {
                     saw_object |= text.starts_with("{\"calls\":{") || text.contains(",\"calls\":{");
                     saw_string_numbers |= text.contains("\"start\":\"");
                 } else {
-                    assert!(
-                        text.starts_with("<?xml version=\"1.0\"?>\n<result>"),
-                        "{text:.80}"
-                    );
+                    assert!(text.starts_with("<?xml version=\"1.0\"?>\n<result>"), "{text:.80}");
                 }
             }
         }
@@ -469,11 +371,7 @@ fn empty_results_render_per_vendor_and_quirks() {
             WireFormat::Xml,
             "<?xml version=\"1.0\"?>\n<result><calls/><total_calls>0</total_calls></result>\n",
         ),
-        (
-            true,
-            WireFormat::Xml,
-            "<?xml version=\"1.0\"?>\n<result><total_calls>0</total_calls></result>\n",
-        ),
+        (true, WireFormat::Xml, "<?xml version=\"1.0\"?>\n<result><total_calls>0</total_calls></result>\n"),
     ];
     for (quirks, format, want) in cases {
         let s = sim(week().with_quirks(quirks));

@@ -70,10 +70,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
             Ok(total)
         } else {
-            let page = client
-                .fetch_page(&query.page(args.limit, args.offset)?)
-                .await
-                .context("fetching calls")?;
+            let page =
+                client.fetch_page(&query.page(args.limit, args.offset)?).await.context("fetching calls")?;
             writer.write_calls(&page.calls)?;
             Ok(page.total_calls)
         }
@@ -89,10 +87,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             Ok(())
         }
         // `plumline calls … | head` closes stdout early; that is not an error.
-        Err(e)
-            if e.downcast_ref::<io::Error>()
-                .is_some_and(|io| io.kind() == ErrorKind::BrokenPipe) =>
-        {
+        Err(e) if e.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == ErrorKind::BrokenPipe) => {
             Ok(())
         }
         Err(e) => Err(e),

@@ -30,9 +30,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     // January 2025 with three generated numbers: fixed, so a second run finds
     // every day committed and the lake unchanged.
-    let config = SimConfig::default()
-        .with_seed(2025)
-        .with_calls_per_day(args.calls_per_day);
+    let config = SimConfig::default().with_seed(2025).with_calls_per_day(args.calls_per_day);
     let (start, end) = (config.data_start, config.data_end);
     let server = SimServer::start(config, ([127, 0, 0, 1], 0).into())
         .await
@@ -47,10 +45,7 @@ async fn demo(server: &SimServer, args: &Args, start: i64, end: i64) -> anyhow::
     let numbers = server.simulator().numbers().to_vec();
     let client = Client::builder(server.base_url(), Credentials::new(DEMO_EMAIL, DEMO_KEY)).build()?;
     let plan = ExportPlan::new(start, end, TimeZone::UTC, &numbers)?;
-    let options = ExportOptions {
-        settle: Duration::ZERO,
-        ..ExportOptions::default()
-    };
+    let options = ExportOptions { settle: Duration::ZERO, ..ExportOptions::default() };
     let summary =
         super::export::export(Arc::new(client), Destination::local(&lake), options, &plan, false).await?;
     let path = lake.clone();
@@ -59,16 +54,9 @@ async fn demo(server: &SimServer, args: &Args, start: i64, end: i64) -> anyhow::
         .context("reading the lake back")?
         .with_context(|| format!("reading the lake {} back", lake.display()))?;
     let mut out = String::new();
-    let first = Timestamp::from_second(start)
-        .map(|t| t.to_string())
-        .unwrap_or_default();
-    let last = Timestamp::from_second(end)
-        .map(|t| t.to_string())
-        .unwrap_or_default();
-    let _ = writeln!(
-        out,
-        "plumline demo: an embedded simulator's calls from {first} to {last}"
-    );
+    let first = Timestamp::from_second(start).map(|t| t.to_string()).unwrap_or_default();
+    let last = Timestamp::from_second(end).map(|t| t.to_string()).unwrap_or_default();
+    let _ = writeln!(out, "plumline demo: an embedded simulator's calls from {first} to {last}");
     let _ = writeln!(out, "exported into {}", lake.display());
     let _ = writeln!(out, "  this run: {summary}");
     render(&mut out, &read);
@@ -86,10 +74,7 @@ async fn demo(server: &SimServer, args: &Args, start: i64, end: i64) -> anyhow::
         "  python3 -c \"import pyarrow.dataset as ds; print(ds.dataset('{}', format='parquet', partitioning='hive').to_table().num_rows)\"",
         lake.display()
     );
-    let _ = writeln!(
-        out,
-        "Running `plumline demo` again is safe: committed days are skipped."
-    );
+    let _ = writeln!(out, "Running `plumline demo` again is safe: committed days are skipped.");
     print_out(&out);
     Ok(())
 }
@@ -126,24 +111,11 @@ fn render(out: &mut String, s: &LakeSummary) {
         let name = number.clone().unwrap_or_else(|| "(all)".into());
         let mut line = format!("  {name:<14}");
         for t in &types {
-            let n = s
-                .per_number_type
-                .get(&(number.clone(), (*t).to_owned()))
-                .copied()
-                .unwrap_or(0);
+            let n = s.per_number_type.get(&(number.clone(), (*t).to_owned())).copied().unwrap_or(0);
             let _ = write!(line, "{n:>10}");
         }
         let _ = writeln!(out, "{line}{total:>10}");
     }
-    let q = |p: f64| {
-        s.duration_quantile(p)
-            .map_or_else(|| "-".to_owned(), |d| format!("{d} s"))
-    };
-    let _ = writeln!(
-        out,
-        "\nCall duration: p50 {}, p90 {}, p99 {}",
-        q(0.5),
-        q(0.9),
-        q(0.99)
-    );
+    let q = |p: f64| s.duration_quantile(p).map_or_else(|| "-".to_owned(), |d| format!("{d} s"));
+    let _ = writeln!(out, "\nCall duration: p50 {}, p90 {}, p99 {}", q(0.5), q(0.9), q(0.99));
 }

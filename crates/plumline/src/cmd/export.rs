@@ -136,11 +136,7 @@ impl Progress {
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
         });
-        Progress {
-            bar,
-            calls: AtomicU64::new(0),
-            log_days,
-        }
+        Progress { bar, calls: AtomicU64::new(0), log_days }
     }
 
     fn finish(&self) {
@@ -166,21 +162,10 @@ impl ExportObserver for Progress {
                     bar.set_message(format!("{total} calls  {:.0} calls/s", total as f64 / secs));
                 }
             }
-            ExportEvent::DayRefetch {
-                day,
-                number,
-                attempt,
-                reason,
-            } => {
+            ExportEvent::DayRefetch { day, number, attempt, reason } => {
                 tracing::warn!(day = %day, number = number.as_deref(), attempt, reason = %reason, "fetching a day again");
             }
-            ExportEvent::DayCommitted {
-                day,
-                number,
-                rows,
-                bytes,
-                closed,
-            } => match &self.bar {
+            ExportEvent::DayCommitted { day, number, rows, bytes, closed } => match &self.bar {
                 Some(bar) => bar.inc(1),
                 None if self.log_days => {
                     tracing::info!(day = %day, number = number.as_deref(), rows, bytes, closed, "day committed");

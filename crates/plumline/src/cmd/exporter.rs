@@ -106,12 +106,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     config.validate()?;
     let auth = match &args.basic_auth_user {
         Some(user) => {
-            let password = std::env::var(PASSWORD_ENV)
-                .ok()
-                .filter(|p| !p.is_empty())
-                .with_context(|| {
-                    format!("--basic-auth-user needs a password: set {PASSWORD_ENV} in the environment")
-                })?;
+            let password = std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty()).with_context(|| {
+                format!("--basic-auth-user needs a password: set {PASSWORD_ENV} in the environment")
+            })?;
             Some(BasicAuth::new(user.clone(), password)?)
         }
         None => None,
@@ -181,12 +178,6 @@ mod tests {
                 (got, want) => panic!("{raw}: got {got:?}, want {want:?}"),
             }
         }
-        assert_eq!(
-            DEFAULT_LISTEN
-                .parse::<SocketAddr>()
-                .ok()
-                .map(|a| a.ip().is_loopback()),
-            Some(true)
-        );
+        assert_eq!(DEFAULT_LISTEN.parse::<SocketAddr>().ok().map(|a| a.ip().is_loopback()), Some(true));
     }
 }

@@ -65,12 +65,7 @@ pub struct Args {
     email: String,
 
     /// Developer key the simulator accepts.
-    #[arg(
-        long,
-        env = "PLUM_SIM_DEVELOPER_KEY",
-        hide_env_values = true,
-        value_name = "KEY"
-    )]
+    #[arg(long, env = "PLUM_SIM_DEVELOPER_KEY", hide_env_values = true, value_name = "KEY")]
     developer_key: Option<String>,
 
     /// Delay added to every answer (e.g. 100ms).
@@ -122,17 +117,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     config.validate()?;
     let listener = TcpListener::bind(args.listen).await.with_context(|| {
-        format!(
-            "cannot listen on {}: is the port in use? pick another with --listen",
-            args.listen
-        )
+        format!("cannot listen on {}: is the port in use? pick another with --listen", args.listen)
     })?;
     let addr = listener.local_addr().context("reading the bound address")?;
     let numbers = plumline_sim::Simulator::new(config.clone())?.numbers().join(", ");
-    println!(
-        "plumline sim: serving the Fuse calls API at http://{addr}{}",
-        plumline_sim::BASE_PATH
-    );
+    println!("plumline sim: serving the Fuse calls API at http://{addr}{}", plumline_sim::BASE_PATH);
     println!("  numbers: {numbers}");
     println!(
         "  try:     export PLUM_BASE_URL=http://{addr}{} PLUM_EMAIL={}",

@@ -9,9 +9,7 @@ use plumline_sim::{DEMO_EMAIL, DEMO_KEY, SimConfig, SimServer};
 
 /// A simulator on 127.0.0.1, port 0.
 pub async fn sim(config: SimConfig) -> SimServer {
-    SimServer::start(config, "127.0.0.1:0".parse().expect("addr"))
-        .await
-        .expect("simulator starts")
+    SimServer::start(config, "127.0.0.1:0".parse().expect("addr")).await.expect("simulator starts")
 }
 
 /// `plumline` with the environment pointing at `server` and nothing
@@ -29,8 +27,7 @@ pub fn plumline(server: &SimServer) -> Command {
 /// The binary with an empty environment.
 pub fn plumline_bare() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_plumline"));
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    cmd.env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default());
     cmd
 }
 
@@ -68,15 +65,9 @@ pub async fn run_err(cmd: Command, needle: &str) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let ctx = describe(&cmd, &out);
     assert!(!out.status.success(), "expected failure\n{ctx}");
-    assert!(
-        !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
-        "panicked\n{ctx}"
-    );
+    assert!(!stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"), "panicked\n{ctx}");
     let error_lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(error_lines.len(), 1, "expected exactly one `error:` line\n{ctx}");
-    assert!(
-        error_lines[0].contains(needle),
-        "error line lacks {needle:?}\n{ctx}"
-    );
+    assert!(error_lines[0].contains(needle), "error line lacks {needle:?}\n{ctx}");
     stderr
 }
