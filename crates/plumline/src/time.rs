@@ -31,6 +31,31 @@ pub fn parse_time(value: &str, tz: &TimeZone, what: &str) -> anyhow::Result<Time
     bail!("cannot read {what} `{value}`: use YYYY-MM-DD, RFC 3339 (2026-11-01T00:00:00Z) or UNIX seconds")
 }
 
+/// `--start`, `--end` and `--tz`, shared by the commands that take a range.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RangeArgs {
+    /// Start of the range, inclusive: YYYY-MM-DD (midnight in --tz), RFC 3339, or UNIX seconds.
+    #[arg(long, value_name = "TIME")]
+    pub start: String,
+
+    /// End of the range, exclusive; same forms as --start.
+    #[arg(long, value_name = "TIME")]
+    pub end: String,
+
+    /// Time zone (IANA name) of dates, of printed times, and of the calendar days that make partitions.
+    #[arg(long, default_value = "UTC", value_name = "ZONE")]
+    pub tz: String,
+}
+
+impl RangeArgs {
+    /// The time zone and the validated range.
+    pub fn parse(&self) -> anyhow::Result<(TimeZone, TimeRange)> {
+        let tz = parse_tz(&self.tz)?;
+        let range = TimeRange::parse(&self.start, &self.end, &tz)?;
+        Ok((tz, range))
+    }
+}
+
 /// A half-open range `[start, end)` of UNIX seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimeRange {

@@ -8,22 +8,13 @@ use plumline_api::{CallQuery, DEFAULT_LIMIT, all_pages, validate_limit};
 
 use crate::args::ApiArgs;
 use crate::output::{CallWriter, OutputFormat};
-use crate::time::{TimeRange, parse_tz};
+use crate::time::RangeArgs;
 
 /// Flags of `plumline calls`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Start of the range, inclusive: YYYY-MM-DD (midnight in --tz), RFC 3339, or UNIX seconds.
-    #[arg(long, value_name = "TIME")]
-    start: String,
-
-    /// End of the range, exclusive; same forms as --start.
-    #[arg(long, value_name = "TIME")]
-    end: String,
-
-    /// Time zone for dates and the table's times (IANA name).
-    #[arg(long, default_value = "UTC", value_name = "ZONE")]
-    tz: String,
+    #[command(flatten)]
+    range: RangeArgs,
 
     /// Only calls of this deployment number.
     #[arg(long, value_name = "NUMBER")]
@@ -50,8 +41,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let tz = parse_tz(&args.tz)?;
-    let range = TimeRange::parse(&args.start, &args.end, &tz)?;
+    let (tz, range) = args.range.parse()?;
     validate_limit(args.limit).map_err(|e| anyhow::anyhow!("--limit: {e}"))?;
     let client = args.api.client()?;
     let (start, end) = range.api_window();

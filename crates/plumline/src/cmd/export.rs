@@ -14,18 +14,13 @@ use plumline_export::{
 };
 
 use crate::args::ApiArgs;
-use crate::time::{TimeRange, parse_tz};
+use crate::time::RangeArgs;
 
 /// Flags of `plumline export`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Start of the range, inclusive: YYYY-MM-DD (midnight in --tz), RFC 3339, or UNIX seconds.
-    #[arg(long, value_name = "TIME")]
-    start: String,
-
-    /// End of the range, exclusive; same forms as --start.
-    #[arg(long, value_name = "TIME")]
-    end: String,
+    #[command(flatten)]
+    range: RangeArgs,
 
     /// Where the lake goes: a directory, `file:///…`, `s3://bucket/prefix`, `gs://…` or `az://…`
     /// (object-store credentials come from each cloud's standard environment).
@@ -35,10 +30,6 @@ pub struct Args {
     /// Export only this deployment number; repeat for several (each gets its own file per day).
     #[arg(long, value_name = "NUMBER")]
     number: Vec<String>,
-
-    /// Time zone whose calendar days make the partitions (IANA name).
-    #[arg(long, default_value = "UTC", value_name = "ZONE")]
-    tz: String,
 
     /// Most API requests in flight at once, across all days.
     #[arg(long, default_value_t = 8, value_name = "N")]
@@ -61,8 +52,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let tz = parse_tz(&args.tz)?;
-    let range = TimeRange::parse(&args.start, &args.end, &tz)?;
+    let (tz, range) = args.range.parse()?;
     validate_limit(args.page_size).map_err(|e| anyhow::anyhow!("--page-size: {e}"))?;
     let concurrency = NonZeroUsize::new(args.concurrency)
         .context("--concurrency must be at least 1: it is the number of API requests in flight")?;
