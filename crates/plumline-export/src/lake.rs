@@ -455,7 +455,19 @@ fn sync_dir(dir: &Path) -> Result<(), ExportError> {
 /// Uploads `body` in one put, or as a multipart upload that is aborted if
 /// any part fails, so no orphaned upload is left behind.
 async fn upload(store: &Store, path: &ObjPath, body: Bytes, location: &str) -> Result<(), ExportError> {
-    if body.len() <= UPLOAD_PART_BYTES {
+    upload_in_parts(store, path, body, location, UPLOAD_PART_BYTES).await
+}
+
+/// [`upload`] with the part size as a parameter, so tests can cross the
+/// multipart threshold without 16 MB files.
+async fn upload_in_parts(
+    store: &Store,
+    path: &ObjPath,
+    body: Bytes,
+    location: &str,
+    part_bytes: usize,
+) -> Result<(), ExportError> {
+    if body.len() <= part_bytes {
         store
             .put(path, PutPayload::from(body))
             .await
@@ -466,8 +478,27 @@ async fn upload(store: &Store, path: &ObjPath, body: Bytes, location: &str) -> R
         .put_multipart(path)
         .await
         .map_err(|e| ExportError::store("starting the upload of", location, e))?;
-    let mut writer = WriteMultipart::new_with_chunk_size(upload, UPLOAD_PART_BYTES);
+    let mut writer = WriteMultipart::new_with_chunk_size(upload, part_bytes);
     writer.put(body);
     // `finish` aborts the upload itself when a part or the completion fails.
     writer.finish().await.map(|_| ()).map_err(|e| ExportError::store("uploading", location, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn large_files_go_up_as_multipart_uploads_that_read_back_whole() {
+        let store: Store = Arc::new(object_store::memory::InMemory::new());
+        let body: Vec<u8> = (0..10_000u32).flat_map(u32::to_le_bytes).collect();
+        for (name, part_bytes) in [("single.bin", body.len()), ("multi.bin", 4_096)] {
+            let path = ObjPath::from(name);
+            upload_in_parts(&store, &path, Bytes::from(body.clone()), name, part_bytes)
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let got = store.get(&path).await.expect("uploaded").bytes().await.expect("body");
+            assert_eq!(got.as_ref(), body.as_slice(), "{name}");
+        }
+    }
 }
