@@ -110,6 +110,9 @@ pub fn snippet(body: &[u8]) -> String {
 /// Decodes a 200 body as a page, in `format` or, when the body is clearly the
 /// other format, in that one.
 pub fn decode_page(body: &[u8], format: WireFormat) -> Result<CallPage, DecodeError> {
+    // A UTF-8 byte-order mark is legal before JSON and XML alike, and PHP
+    // files saved with one put it in every response.
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     match WireFormat::sniff(body).unwrap_or(format) {
         WireFormat::Json => decode_json(body),
         WireFormat::Xml => decode_xml(body),
@@ -495,6 +498,8 @@ mod tests {
             (r#"{"calls":null,"total_calls":0}"#, 0, None),
             (r#"{"calls":"","total_calls":"0"}"#, 0, None),
             ("<result><total_calls>0</total_calls></result>", 0, None),
+            ("\u{feff}{\"calls\":[],\"total_calls\":0}", 0, None),
+            ("\u{feff}<result><total_calls>3</total_calls></result>", 3, None),
             ("<result><calls/><total_calls>0</total_calls></result>", 0, None),
             (
                 "<?xml version=\"1.0\"?><result><calls><item><dest>1</dest><src>Outbound</src><start>5</start><end>9</end><session_id>s</session_id><type>outbound</type><log>1</log><extra>x</extra></item></calls><total_calls>7</total_calls></result>",

@@ -318,8 +318,9 @@ impl<S: PageSource + 'static> Exporter<S> {
     ) -> Result<DayFetch, ExportError> {
         let limit = self.options.page_size;
         let hasher = SessionHasher::default();
-        let page_request =
-            |offset: u64| query.page(limit, offset).map_err(|e| ExportError::InvalidPlan(e.to_string()));
+        let page_request = |limit: u32, offset: u64| {
+            query.page(limit, offset).map_err(|e| ExportError::InvalidPlan(e.to_string()))
+        };
         // Slots are taken in offset order, before the page's task exists: a
         // day's next page to write always holds a slot (or is done), so pages
         // waiting to be written can never starve it of one (no deadlock).
@@ -332,8 +333,18 @@ impl<S: PageSource + 'static> Exporter<S> {
         let spawn = |request: PageRequest, permit: OwnedSemaphorePermit| {
             spawn_page(Arc::clone(&self.source), request, Arc::clone(day), hasher.clone(), permit)
         };
-        let first = spawn(page_request(0)?, acquire().await?).await?;
+        let first = spawn(page_request(limit, 0)?, acquire().await?).await?;
         let total = first.total;
+        // Some servers cap the page size below what was asked; a short first
+        // page of a larger total gives the stride they really use, so the
+        // rest of the day is requested without gaps.
+        let first_rows = u32::try_from(first.batch.num_rows()).unwrap_or(u32::MAX);
+        let limit = if first_rows > 0 && first_rows < limit && u64::from(first_rows) < total {
+            debug!(asked = limit, got = first_rows, "server caps the page size; following its stride");
+            first_rows
+        } else {
+            limit
+        };
         observer.on_event(&ExportEvent::DayStarted {
             day: day.date(),
             number: day.number().map(str::to_owned),
@@ -348,7 +359,7 @@ impl<S: PageSource + 'static> Exporter<S> {
         let mut rest = std::pin::pin!(
             stream::iter(1..n_pages)
                 .then(|k| async move {
-                    let request = page_request(k * u64::from(limit))?;
+                    let request = page_request(limit, k * u64::from(limit))?;
                     Ok::<_, ExportError>(spawn(request, acquire().await?))
                 })
                 .map(|spawned| async move { spawned?.await })
@@ -512,6 +523,8 @@ mod tests {
         inflate_always: u64,
         /// Fail (permanently) the request at this offset.
         fail_at: Option<u64>,
+        /// Never answer more than this many calls, whatever the limit.
+        max_page: Option<usize>,
         delay: Duration,
         in_flight: AtomicUsize,
         max_in_flight: AtomicUsize,
@@ -533,7 +546,8 @@ mod tests {
                 self.calls.iter().filter(|c| c.start >= q.start() && c.start <= q.end()).collect();
             let offset = usize::try_from(request.offset()).expect("offset");
             let from = if self.overlap && offset > 0 { offset - 1 } else { offset };
-            let to = (offset + request.limit() as usize).min(window.len());
+            let limit = self.max_page.map_or(request.limit() as usize, |m| m.min(request.limit() as usize));
+            let to = (offset + limit).min(window.len());
             let calls = window.get(from..to).unwrap_or_default().iter().map(|c| (*c).clone()).collect();
             let mut total = window.len() as u64 + self.inflate_always;
             let mut inflate = self.inflate_first.lock().expect("lock");
@@ -669,6 +683,16 @@ mod tests {
         let summary = export(&source, dir.path(), options(), 2).await.expect("export");
         assert_eq!(lake_ids(dir.path()), ids(&source.calls));
         assert_eq!(summary.refetches, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_server_that_caps_the_page_size_is_followed_without_gaps() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let source =
+            Arc::new(FakeSource { calls: calls(2, 950), max_page: Some(70), ..FakeSource::default() });
+        let summary = export(&source, dir.path(), options(), 2).await.expect("export");
+        assert_eq!(lake_ids(dir.path()), ids(&source.calls));
+        assert_eq!((summary.refetches, summary.pages), (0, 2 * 950_u64.div_ceil(70)));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
