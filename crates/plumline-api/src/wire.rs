@@ -501,7 +501,11 @@ mod tests {
             (r#"{"calls":"","total_calls":"0"}"#, 0, None),
             ("<result><total_calls>0</total_calls></result>", 0, None),
             ("\u{feff}{\"calls\":[],\"total_calls\":0}", 0, None),
-            ("<result>\n <calls>\n  <call><dest>1</dest><src>2</src><start>8</start><end>9</end><session_id>s</session_id><type>inbound</type><log>true</log></call>\n </calls>\n <total_calls>1</total_calls>\n</result>", 1, Some((8, true, "inbound"))),
+            (
+                "<result>\n <calls>\n  <call><dest>1</dest><src>2</src><start>8</start><end>9</end><session_id>s</session_id><type>inbound</type><log>true</log></call>\n </calls>\n <total_calls>1</total_calls>\n</result>",
+                1,
+                Some((8, true, "inbound")),
+            ),
             ("\u{feff}<result><total_calls>3</total_calls></result>", 3, None),
             ("<result><calls/><total_calls>0</total_calls></result>", 0, None),
             (

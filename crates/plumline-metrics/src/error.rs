@@ -1,7 +1,9 @@
 //! [`MetricsError`]: everything that can stop the exporter.
 
+use std::error::Error as StdError;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use plumline_api::ApiError;
 
@@ -26,6 +28,30 @@ pub enum MetricsError {
     /// A configuration value is out of range; nothing was started.
     #[error("invalid exporter configuration: {0}")]
     InvalidConfig(String),
+    /// A TLS certificate or key file could not be read or holds no usable
+    /// PEM item; nothing was started.
+    #[error("cannot load the TLS {what} from {}", path.display())]
+    TlsFile {
+        /// `certificate` or `private key`.
+        what: &'static str,
+        /// The file named in the configuration.
+        path: PathBuf,
+        /// The I/O or PEM error, or what the file lacks.
+        #[source]
+        source: Box<dyn StdError + Send + Sync>,
+    },
+    /// The TLS certificate and key were read but cannot serve together
+    /// (the key is not the certificate's, or its type is unsupported).
+    #[error("cannot use the TLS certificate {} with the private key {}", cert_file.display(), key_file.display())]
+    TlsKeyPair {
+        /// The certificate file.
+        cert_file: PathBuf,
+        /// The private key file.
+        key_file: PathBuf,
+        /// What rustls said.
+        #[source]
+        source: Box<dyn StdError + Send + Sync>,
+    },
     /// The very first poll was refused for bad credentials.
     #[error("the first poll{} was refused", number.as_deref().map(|n| format!(" for number {n}")).unwrap_or_default())]
     Unauthorized {

@@ -1,16 +1,22 @@
-//! [`MetricsServer`]: the HTTP side: `/metrics`, `/healthz`, `/`.
+//! [`MetricsServer`]: the HTTP(S) side: `/metrics`, `/healthz`, `/`.
 
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use http::header::{ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use http::header::{
+    ACCEPT_ENCODING, ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE, VARY,
+    WWW_AUTHENTICATE,
+};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -21,11 +27,15 @@ use tracing::{debug, info, warn};
 
 use crate::error::MetricsError;
 use crate::metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics};
+use crate::tls::TlsConfig;
 
 /// How long connections in flight get to finish after shutdown starts.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How long a client may take to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to complete the TLS handshake, so a silent
+/// peer cannot hold a task (and its socket) forever.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// HTTP Basic credentials that `/metrics` and `/` require (`/healthz` stays
 /// open so liveness probes need no secret), in the spirit of Prometheus'
@@ -100,16 +110,20 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-/// The exporter's HTTP server, bound and ready to serve.
+/// The exporter's HTTP server, bound and ready to serve: plain HTTP, or
+/// HTTPS only once given a [`TlsConfig`] ([`MetricsServer::with_tls`]).
 ///
 /// Every request is answered from the [`Metrics`] registry alone, so a
-/// scrape never waits on the API.
+/// scrape never waits on the API. With TLS, a client that fails the
+/// handshake (plain HTTP, an untrusted certificate, a silent peer) loses
+/// its own connection only.
 #[derive(Debug)]
 pub struct MetricsServer {
     listener: TcpListener,
     local_addr: SocketAddr,
     metrics: Arc<Metrics>,
     auth: Option<Arc<BasicAuth>>,
+    tls: Option<TlsConfig>,
 }
 
 impl MetricsServer {
@@ -124,7 +138,21 @@ impl MetricsServer {
     ) -> Result<Self, MetricsError> {
         let listener = TcpListener::bind(addr).await.map_err(|source| MetricsError::Bind { addr, source })?;
         let local_addr = listener.local_addr().map_err(|source| MetricsError::Bind { addr, source })?;
-        Ok(MetricsServer { listener, local_addr, metrics, auth: auth.map(Arc::new) })
+        Ok(MetricsServer { listener, local_addr, metrics, auth: auth.map(Arc::new), tls: None })
+    }
+
+    /// Serves HTTPS only, with `tls`, on the bound address (`/healthz`
+    /// included); basic auth, if set, still applies on top.
+    #[must_use]
+    pub fn with_tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// `https` with TLS, else `http`: the scheme a scraper must use.
+    #[must_use]
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
     }
 
     /// The address actually bound.
@@ -148,7 +176,11 @@ impl MetricsServer {
         let graceful = GracefulShutdown::new();
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
-        info!(addr = %self.local_addr, auth = self.auth.is_some(), "serving metrics");
+        let acceptor = self.tls.as_ref().map(TlsConfig::acceptor);
+        // Dropped when shutdown starts: handshakes in flight then give up
+        // instead of holding the graceful shutdown for their timeout.
+        let (closing, _) = tokio::sync::watch::channel(());
+        info!(addr = %self.local_addr, scheme = self.scheme(), auth = self.auth.is_some(), "serving metrics");
         loop {
             let (stream, peer) = tokio::select! {
                 accepted = self.listener.accept() => match accepted {
@@ -167,14 +199,32 @@ impl MetricsServer {
                 let response = respond(&request, &metrics, auth.as_deref());
                 async move { Ok::<_, Infallible>(response) }
             });
-            let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+            let watcher = graceful.watcher();
+            let Some(acceptor) = &acceptor else {
+                let connection = watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(async move { log_connection_end(peer, connection.await) });
+                continue;
+            };
+            // The handshake runs in the connection's own task: a slow or
+            // failing client never holds up the accept loop or the others.
+            let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+            let builder = builder.clone();
+            let mut closing = closing.subscribe();
             tokio::spawn(async move {
-                if let Err(error) = connection.await {
-                    debug!(peer = %peer, error = %error, "connection ended with an error");
-                }
+                let stream = tokio::select! {
+                    handshake = handshake => match handshake {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(error)) => return debug!(peer = %peer, error = %error, "TLS handshake failed"),
+                        Err(_) => return debug!(peer = %peer, "TLS handshake timed out"),
+                    },
+                    _ = closing.changed() => return debug!(peer = %peer, "TLS handshake cut short by shutdown"),
+                };
+                let connection = watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
+                log_connection_end(peer, connection.await);
             });
         }
         drop(self.listener);
+        drop(closing);
         tokio::select! {
             () = graceful.shutdown() => debug!("connections closed"),
             () = tokio::time::sleep(SHUTDOWN_GRACE) => warn!("connections still open after the shutdown grace period"),
@@ -183,11 +233,18 @@ impl MetricsServer {
     }
 }
 
+fn log_connection_end(peer: SocketAddr, outcome: Result<(), hyper::Error>) {
+    if let Err(error) = outcome {
+        debug!(peer = %peer, error = %error, "connection ended with an error");
+    }
+}
+
 /// Answers one request from the registry: the exporter's routing table.
 ///
 /// `GET`/`HEAD` on `/metrics`, `/healthz` and `/`; 405 with `Allow` for
 /// other methods there; 404 elsewhere; 401 without the configured
-/// credentials (except `/healthz`).
+/// credentials (except `/healthz`). `/metrics` is gzipped when the request's
+/// `Accept-Encoding` allows gzip, as Prometheus' does.
 #[must_use]
 pub fn respond<B>(
     request: &Request<B>,
@@ -219,9 +276,16 @@ pub fn respond<B>(
         "/healthz" => plain(StatusCode::OK, "ok\n"),
         "/metrics" => match metrics.render() {
             Ok(body) => {
-                let mut response = Response::new(Full::new(Bytes::from(body)));
-                response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(METRICS_CONTENT_TYPE));
-                response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                let gzipped = if accepts_gzip(request.headers()) { gzip(&body) } else { None };
+                let is_gzipped = gzipped.is_some();
+                let mut response = Response::new(Full::new(Bytes::from(gzipped.unwrap_or(body))));
+                let headers = response.headers_mut();
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static(METRICS_CONTENT_TYPE));
+                headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                headers.insert(VARY, HeaderValue::from_static("accept-encoding"));
+                if is_gzipped {
+                    headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                }
                 response
             }
             Err(error) => {
@@ -233,6 +297,41 @@ pub fn respond<B>(
             let mut response = Response::new(Full::new(Bytes::from_static(LANDING_PAGE.as_bytes())));
             response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
             response
+        }
+    }
+}
+
+/// Whether `Accept-Encoding` allows gzip: a `gzip` (or legacy `x-gzip`)
+/// coding without `q=0`. A bare `*` does not count: identity is always
+/// acceptable, so only clients that name gzip get it.
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            let name = parts.next().unwrap_or_default();
+            let refused = parts.any(|param| {
+                param.split_once('=').is_some_and(|(key, q)| {
+                    key.trim().eq_ignore_ascii_case("q") && q.trim().parse::<f32>().is_ok_and(|q| q <= 0.0)
+                })
+            });
+            (name.eq_ignore_ascii_case("gzip") || name.eq_ignore_ascii_case("x-gzip")) && !refused
+        })
+}
+
+/// The body gzipped at the fastest level: text exposition compresses
+/// about tenfold even so, and a scrape must stay cheap. `None` (serve it
+/// plain) if the encoder fails, which writing to memory does not.
+fn gzip(body: &[u8]) -> Option<Vec<u8>> {
+    let mut encoder = GzEncoder::new(Vec::with_capacity(body.len() / 8), Compression::fast());
+    match encoder.write_all(body).and_then(|()| encoder.finish()) {
+        Ok(compressed) => Some(compressed),
+        Err(error) => {
+            warn!(error = %error, "cannot gzip the metrics; serving them uncompressed");
+            None
         }
     }
 }
@@ -339,6 +438,101 @@ mod tests {
         assert!(!format!("{auth:?}").contains("s3cret"));
         assert!(BasicAuth::new("a:b", "x").is_err());
         assert!(BasicAuth::new("a", "").is_err());
+    }
+
+    #[test]
+    fn accept_encoding_gzip() {
+        let cases: [(&[&str], bool); 14] = [
+            (&[], false),
+            (&["gzip"], true),
+            (&["GZIP"], true),
+            (&["x-gzip"], true),
+            (&["gzip, deflate, br"], true),
+            (&["deflate,gzip"], true),
+            (&["br", "gzip"], true),
+            (&["gzip;q=0.5"], true),
+            (&["gzip ; q=1.0"], true),
+            (&["gzip;q=0"], false),
+            (&["gzip; Q=0.000"], false),
+            (&["identity"], false),
+            (&["*"], false),
+            (&["gzipx, deflate"], false),
+        ];
+        for (values, want) in cases {
+            let mut headers = HeaderMap::new();
+            for value in values {
+                headers.append(ACCEPT_ENCODING, HeaderValue::from_static(value));
+            }
+            assert_eq!(accepts_gzip(&headers), want, "{values:?}");
+        }
+    }
+
+    fn gunzip(bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(bytes), &mut out).expect("valid gzip");
+        out
+    }
+
+    /// Process metrics (CPU, memory) move between two renders; the rest not.
+    fn stable_lines(text: &str) -> Vec<&str> {
+        text.lines().filter(|l| !l.contains("process_")).collect()
+    }
+
+    #[tokio::test]
+    async fn metrics_are_gzipped_only_when_asked() {
+        let metrics = Metrics::new().expect("metrics");
+        for n in 0..1_000 {
+            for direction in ["inbound", "outbound", "transfer"] {
+                metrics.record_call(&format!("617555{n:04}"), direction, n % 3_700);
+            }
+        }
+        let exact = metrics.render().expect("render");
+        assert_eq!(gunzip(&gzip(&exact).expect("gzip")), exact, "gzip round-trips byte for byte");
+
+        let get = |accept: Option<&'static str>| {
+            let mut builder = Request::builder().uri("/metrics");
+            if let Some(accept) = accept {
+                builder = builder.header(ACCEPT_ENCODING, accept);
+            }
+            respond(&builder.body(()).expect("request"), &metrics, None)
+        };
+        let plain = get(None);
+        assert_eq!(plain.headers().get(CONTENT_ENCODING), None);
+        assert_eq!(plain.headers().get(VARY).map(HeaderValue::as_bytes), Some(&b"accept-encoding"[..]));
+        let plain = body(plain).await;
+        for accept in ["identity", "gzip;q=0", "*"] {
+            let response = get(Some(accept));
+            assert_eq!(response.headers().get(CONTENT_ENCODING), None, "{accept}");
+            assert!(body(response).await.starts_with("# HELP"), "{accept}: not plain text");
+        }
+
+        let response = get(Some("gzip, deflate"));
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers().get(CONTENT_ENCODING).map(HeaderValue::as_bytes), Some(&b"gzip"[..]));
+        assert!(
+            response
+                .headers()
+                .get(CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"text/plain; version=0.0.4")),
+            "{:?}",
+            response.headers()
+        );
+        let compressed = response.into_body().collect().await.expect("body").to_bytes();
+        let unzipped = String::from_utf8(gunzip(&compressed)).expect("utf-8");
+        assert_eq!(stable_lines(&unzipped), stable_lines(&plain));
+        assert!(
+            compressed.len() * 5 < plain.len(),
+            "gzip saves little: {} of {} bytes",
+            compressed.len(),
+            plain.len()
+        );
+
+        // Only /metrics is compressed.
+        let healthz =
+            Request::builder().uri("/healthz").header(ACCEPT_ENCODING, "gzip").body(()).expect("request");
+        let response = respond(&healthz, &metrics, None);
+        assert_eq!(response.headers().get(CONTENT_ENCODING), None);
+        assert_eq!(body(response).await, "ok\n");
     }
 
     #[test]

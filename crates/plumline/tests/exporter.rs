@@ -44,6 +44,55 @@ async fn bad_input_gives_one_clear_error() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn bad_tls_flags_give_one_clear_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        path.to_string_lossy().into_owned()
+    };
+    let one = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
+    let cert = write("cert.pem", &one.cert.pem());
+    let other_key = write("other-key.pem", &other.signing_key.serialize_pem());
+    let not_pem = write("not-pem.txt", "hello\n");
+    let missing = dir.path().join("missing.pem").to_string_lossy().into_owned();
+    let a_dir = dir.path().to_string_lossy().into_owned();
+    let base = ["--listen", "127.0.0.1:0", "--email", "a@b.c", "--developer-key", "k"];
+    // (TLS flags, what the one error line must say)
+    let cases: [(&[&str], String); 8] = [
+        (&["--tls-cert-file", &cert], "--tls-cert-file needs --tls-key-file".to_owned()),
+        (&["--tls-key-file", &other_key], "--tls-key-file needs --tls-cert-file".to_owned()),
+        (
+            &["--tls-cert-file", &missing, "--tls-key-file", &other_key],
+            format!("cannot load the TLS certificate from {missing}: No such file"),
+        ),
+        (
+            &["--tls-cert-file", &cert, "--tls-key-file", &missing],
+            format!("cannot load the TLS private key from {missing}: No such file"),
+        ),
+        (
+            &["--tls-cert-file", &not_pem, "--tls-key-file", &other_key],
+            format!("cannot load the TLS certificate from {not_pem}: no PEM certificate"),
+        ),
+        (
+            &["--tls-cert-file", &cert, "--tls-key-file", &cert],
+            format!("cannot load the TLS private key from {cert}: no PEM private key"),
+        ),
+        (&["--tls-cert-file", &a_dir, "--tls-key-file", &other_key], format!("certificate from {a_dir}")),
+        (
+            &["--tls-cert-file", &cert, "--tls-key-file", &other_key],
+            format!("cannot use the TLS certificate {cert} with the private key {other_key}"),
+        ),
+    ];
+    for (flags, needle) in cases {
+        let mut cmd = exporter(plumline_bare());
+        cmd.args(base).args(flags);
+        run_err(cmd, &needle).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn port_in_use_is_reported() {
     let server = sim(SimConfig::default()).await;
     let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -72,6 +121,8 @@ async fn bad_credentials_stop_the_exporter_at_startup() {
 struct Running {
     child: Child,
     addr: SocketAddr,
+    /// `http` or `https`, from the address line.
+    scheme: String,
 }
 
 impl Drop for Running {
@@ -88,12 +139,11 @@ fn start(mut cmd: Command) -> Running {
     let mut line = String::new();
     // The exporter prints its address first; on a failure it exits and this reads EOF.
     BufReader::new(stdout).read_line(&mut line).expect("read stdout");
-    let addr = line
-        .trim()
-        .strip_prefix("serving metrics on http://")
-        .and_then(|rest| rest.strip_suffix("/metrics"))
-        .and_then(|a| a.parse().ok());
-    let Some(addr) = addr else {
+    let parsed =
+        line.trim().strip_prefix("serving metrics on ").and_then(|url| url.split_once("://")).and_then(
+            |(scheme, rest)| Some((scheme.to_owned(), rest.strip_suffix("/metrics")?.parse().ok()?)),
+        );
+    let Some((scheme, addr)) = parsed else {
         let _ = child.kill();
         let mut stderr = String::new();
         if let Some(mut e) = child.stderr.take() {
@@ -101,7 +151,7 @@ fn start(mut cmd: Command) -> Running {
         }
         panic!("no address line from {cmd:?}: {line:?}\n--- stderr ---\n{stderr}");
     };
-    Running { child, addr }
+    Running { child, addr, scheme }
 }
 
 fn get(addr: SocketAddr, path: &str, auth: Option<&str>) -> String {
@@ -176,5 +226,42 @@ async fn serves_metrics_behind_basic_auth_and_stops_on_sigterm() {
     assert!(exit.success(), "exit {exit} after SIGTERM\n{stderr}");
     assert!(!stderr.contains(DEMO_KEY), "the developer key leaked into the log\n{stderr}");
     assert!(!stderr.contains("error:"), "{stderr}");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serves_https_with_the_given_certificate() {
+    let server = sim(SimConfig::default()).await;
+    let names = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
+    let generated = rcgen::generate_simple_self_signed(names).expect("generate a certificate");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_file, generated.cert.pem()).expect("write cert");
+    std::fs::write(&key_file, generated.signing_key.serialize_pem()).expect("write key");
+    let mut cmd = exporter(plumline(&server));
+    cmd.args(["--listen", "127.0.0.1:0", "--interval", "1s"])
+        .arg("--tls-cert-file")
+        .arg(&cert_file)
+        .arg("--tls-key-file")
+        .arg(&key_file);
+    let running = tokio::task::spawn_blocking(move || start(cmd)).await.expect("start");
+    assert_eq!(running.scheme, "https");
+    let port = running.addr.port();
+
+    let root = reqwest::Certificate::from_pem(generated.cert.pem().as_bytes()).expect("certificate");
+    let client = reqwest::Client::builder()
+        .add_root_certificate(root)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let plain = reqwest::Client::new().get(format!("http://127.0.0.1:{port}/healthz")).send().await;
+    assert!(plain.is_err(), "plain HTTP must not be served: {plain:?}");
+    let response =
+        client.get(format!("https://localhost:{port}/metrics")).send().await.expect("scrape over https");
+    assert_eq!(response.status(), 200);
+    let scrape = response.text().await.expect("body");
+    assert!(scrape.contains("# TYPE plum_fuse_up gauge"), "{scrape}");
+    assert!(!scrape.contains(DEMO_KEY), "the developer key leaked into /metrics");
+    drop(running);
     server.shutdown().await;
 }

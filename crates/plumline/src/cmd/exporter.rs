@@ -3,12 +3,13 @@
 #![allow(clippy::print_stdout, reason = "the CLI prints where the metrics are served")]
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use plumline_api::DEFAULT_LIMIT;
-use plumline_metrics::{BasicAuth, Metrics, MetricsServer, Poller, PollerConfig, run_exporter};
+use plumline_metrics::{BasicAuth, Metrics, MetricsServer, Poller, PollerConfig, TlsConfig, run_exporter};
 
 use crate::args::ApiArgs;
 
@@ -36,8 +37,14 @@ The first poll counts calls that ended within --lookback.
 
 Endpoints: GET /metrics (Prometheus text format), GET /healthz (liveness), GET / (links).
 With --basic-auth-user, /metrics and / require HTTP Basic auth with the password from
-PLUMLINE_EXPORTER_PASSWORD; /healthz stays open. There is no built-in TLS: keep the
-exporter on loopback or put a TLS proxy in front.
+PLUMLINE_EXPORTER_PASSWORD; /healthz stays open.
+
+TLS: with --tls-cert-file and --tls-key-file (PEM; both or neither) the exporter serves
+HTTPS only on --listen, /healthz included, with basic auth on top if set; scrape it with
+`scheme: https` and a `tls_config` that trusts the certificate. The files are read at
+startup: restart the exporter after renewing them. Without them it serves plain HTTP:
+keep it on loopback, or behind a TLS proxy. /metrics is gzipped for clients that send
+Accept-Encoding: gzip (Prometheus does).
 
 Bad credentials on the first poll stop the exporter with an error; API failures later
 set plum_fuse_up to 0 and are retried with growing waits.";
@@ -88,6 +95,14 @@ pub struct Args {
     )]
     basic_auth_user: Option<String>,
 
+    /// Serve HTTPS with this PEM certificate chain (server certificate first); needs --tls-key-file.
+    #[arg(long, value_name = "PATH")]
+    tls_cert_file: Option<PathBuf>,
+
+    /// The PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert-file.
+    #[arg(long, value_name = "PATH")]
+    tls_key_file: Option<PathBuf>,
+
     #[command(flatten)]
     api: ApiArgs,
 }
@@ -113,18 +128,28 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let tls = match (&args.tls_cert_file, &args.tls_key_file) {
+        (Some(cert), Some(key)) => Some(TlsConfig::from_pem_files(cert, key)?),
+        (None, None) => None,
+        (Some(_), None) => anyhow::bail!("--tls-cert-file needs --tls-key-file: give both or neither"),
+        (None, Some(_)) => anyhow::bail!("--tls-key-file needs --tls-cert-file: give both or neither"),
+    };
     let client = args.api.client()?;
     let metrics = Arc::new(Metrics::new()?);
-    let server = MetricsServer::bind(listen, Arc::clone(&metrics), auth).await?;
+    let mut server = MetricsServer::bind(listen, Arc::clone(&metrics), auth).await?;
+    if let Some(tls) = tls {
+        server = server.with_tls(tls);
+    }
     let addr = server.local_addr();
     tracing::info!(
         addr = %addr,
+        scheme = server.scheme(),
         numbers = config.numbers.len(),
         interval_s = config.interval.as_secs_f64(),
         base_url = %client.base_url(),
         "exporter starting"
     );
-    println!("serving metrics on http://{addr}/metrics");
+    println!("serving metrics on {}://{addr}/metrics", server.scheme());
     let poller = Poller::new(client, metrics, config)?;
     run_exporter(poller, server, crate::signal::shutdown()).await?;
     tracing::info!("exporter stopped");
