@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use jiff::civil::Date;
 use object_store::path::Path as ObjPath;
-use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload, WriteMultipart};
+use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 use url::Url;
@@ -478,10 +478,55 @@ async fn upload_in_parts(
         .put_multipart(path)
         .await
         .map_err(|e| ExportError::store("starting the upload of", location, e))?;
-    let mut writer = WriteMultipart::new_with_chunk_size(upload, part_bytes);
-    writer.put(body);
-    // `finish` aborts the upload itself when a part or the completion fails.
-    writer.finish().await.map(|_| ()).map_err(|e| ExportError::store("uploading", location, e))
+    upload_parts(upload, body, location, part_bytes).await
+}
+
+/// Uploads `body` as the parts of `upload` and completes it; on any failure,
+/// or if this future is dropped first, the upload is aborted.
+async fn upload_parts(
+    upload: Box<dyn object_store::MultipartUpload>,
+    body: Bytes,
+    location: &str,
+    part_bytes: usize,
+) -> Result<(), ExportError> {
+    let mut guard = AbortOnDrop { upload: Some(upload), location: location.to_owned() };
+    let Some(upload) = guard.upload.as_mut() else {
+        return Err(ExportError::Worker("multipart upload vanished".into()));
+    };
+    // Parts go up concurrently; `Bytes::slice` shares the one buffer.
+    let parts: Vec<_> = (0..body.len())
+        .step_by(part_bytes.max(1))
+        .map(|from| upload.put_part(PutPayload::from(body.slice(from..(from + part_bytes).min(body.len())))))
+        .collect();
+    futures::future::try_join_all(parts).await.map_err(|e| ExportError::store("uploading", location, e))?;
+    upload.complete().await.map_err(|e| ExportError::store("completing the upload of", location, e))?;
+    guard.upload = None;
+    Ok(())
+}
+
+/// Aborts a multipart upload that did not complete, whether its future
+/// failed or was dropped (another day failed, the run was cancelled), so no
+/// orphaned upload is left behind to cost storage. S3 and GCS do not clean
+/// those up by themselves.
+struct AbortOnDrop {
+    upload: Option<Box<dyn object_store::MultipartUpload>>,
+    location: String,
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        let Some(mut upload) = self.upload.take() else { return };
+        let location = std::mem::take(&mut self.location);
+        // Drop cannot wait; the abort runs on the runtime if there still is one.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                match upload.abort().await {
+                    Ok(()) => debug!(%location, "aborted an unfinished multipart upload"),
+                    Err(error) => warn!(%location, %error, "could not abort an unfinished multipart upload"),
+                }
+            });
+        }
+    }
 }
 
 #[cfg(test)]
@@ -499,6 +544,88 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
             let got = store.get(&path).await.expect("uploaded").bytes().await.expect("body");
             assert_eq!(got.as_ref(), body.as_slice(), "{name}");
+        }
+    }
+
+    /// A multipart upload whose part number `fail_part` fails; records
+    /// whether it was completed or aborted.
+    #[derive(Debug)]
+    struct FlakyUpload {
+        fail_part: usize,
+        /// Parts never finish (a stalled network), so the caller gives up.
+        hang: bool,
+        parts: usize,
+        log: Arc<std::sync::Mutex<Vec<&'static str>>>,
+    }
+
+    type BoxFut<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+    impl object_store::MultipartUpload for FlakyUpload {
+        fn put_part(&mut self, _data: PutPayload) -> object_store::UploadPart {
+            self.parts += 1;
+            let (fail, hang) = (self.parts == self.fail_part, self.hang);
+            Box::pin(async move {
+                if hang {
+                    futures::future::pending::<()>().await;
+                }
+                if fail {
+                    Err(object_store::Error::Generic { store: "test", source: "part failed".into() })
+                } else {
+                    Ok(())
+                }
+            })
+        }
+
+        fn complete<'life0, 'async_trait>(
+            &'life0 mut self,
+        ) -> BoxFut<'async_trait, object_store::Result<object_store::PutResult>>
+        where
+            'life0: 'async_trait,
+            Self: 'async_trait,
+        {
+            self.log.lock().expect("log").push("complete");
+            Box::pin(async {
+                Ok(object_store::PutResult {
+                    e_tag: None,
+                    version: None,
+                    extensions: object_store::Extensions::default(),
+                })
+            })
+        }
+
+        fn abort<'life0, 'async_trait>(&'life0 mut self) -> BoxFut<'async_trait, object_store::Result<()>>
+        where
+            'life0: 'async_trait,
+            Self: 'async_trait,
+        {
+            self.log.lock().expect("log").push("abort");
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_multipart_upload_is_aborted_not_orphaned() {
+        let body = Bytes::from(vec![7u8; 10_000]);
+        // (part that fails (0: none), parts hang and the caller drops the
+        // future, what the upload must see)
+        for (fail_part, hang, want) in
+            [(0, false, vec!["complete"]), (2, false, vec!["abort"]), (0, true, vec!["abort"])]
+        {
+            let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let upload = Box::new(FlakyUpload { fail_part, hang, parts: 0, log: Arc::clone(&log) });
+            let run = upload_parts(upload, body.clone(), "s3://b/x.parquet", 4_096);
+            match tokio::time::timeout(std::time::Duration::from_millis(50), run).await {
+                Ok(result) => assert_eq!(result.is_ok(), fail_part == 0, "{result:?}"),
+                Err(_) => assert!(hang, "only a hanging upload may time out"),
+            }
+            // The abort runs on a spawned task.
+            for _ in 0..100 {
+                if !log.lock().expect("log").is_empty() {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            assert_eq!(*log.lock().expect("log"), want, "failing part {fail_part}, hang {hang}");
         }
     }
 }

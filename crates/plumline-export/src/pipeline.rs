@@ -143,9 +143,10 @@ impl<S: PageSource + 'static> Exporter<S> {
     /// Dropping the future stops the export: in-flight requests are
     /// abandoned and uncommitted local temp files deleted. Committed days
     /// stay committed and recorded, so the lake is always consistent and a
-    /// rerun resumes. An object-store upload interrupted mid-way may leave an
-    /// incomplete multipart upload (invisible to readers; a bucket lifecycle
-    /// rule removes it).
+    /// rerun resumes. An object-store multipart upload interrupted mid-way is
+    /// aborted on a spawned task while the runtime lives; only a killed
+    /// process can leave one behind (invisible to readers; a bucket
+    /// lifecycle rule removes it).
     pub async fn run(
         &self,
         plan: &ExportPlan,
