@@ -132,6 +132,17 @@ pub async fn run_export(scenario: &Scenario, server: &SimServer, dir: &std::path
         .retry_policy(RetryPolicy::never())
         .build()
         .expect("client");
+    let (plan, options) = plan_and_options(scenario);
+    let exporter = Exporter::new(Arc::new(client), Destination::local(dir), options).expect("exporter");
+    let summary = exporter.run(&plan, &NoProgress).await.expect("export succeeds");
+    let concurrency = u32::try_from(scenario.concurrency).unwrap_or(u32::MAX);
+    let ideal = scenario.latency * u32::try_from(summary.pages).unwrap_or(u32::MAX) / concurrency;
+    Measured { summary, ideal }
+}
+
+/// The scenario's plan (UTC days, unfiltered) and export options; days in
+/// flight can be overridden with `PLUMLINE_BENCH_DAYS` for experiments.
+fn plan_and_options(scenario: &Scenario) -> (ExportPlan, ExportOptions) {
     let (start, end) = scenario.range();
     let plan = ExportPlan::new(start, end, TimeZone::UTC, &[]).expect("plan");
     let options = ExportOptions {
@@ -139,13 +150,10 @@ pub async fn run_export(scenario: &Scenario, server: &SimServer, dir: &std::path
         page_size: scenario.page_size,
         settle: Duration::ZERO,
         overwrite: true,
+        days_in_flight: std::env::var("PLUMLINE_BENCH_DAYS").ok().and_then(|v| v.parse().ok()),
         ..ExportOptions::default()
     };
-    let exporter = Exporter::new(Arc::new(client), Destination::local(dir), options).expect("exporter");
-    let summary = exporter.run(&plan, &NoProgress).await.expect("export succeeds");
-    let concurrency = u32::try_from(scenario.concurrency).unwrap_or(u32::MAX);
-    let ideal = scenario.latency * u32::try_from(summary.pages).unwrap_or(u32::MAX) / concurrency;
-    Measured { summary, ideal }
+    (plan, options)
 }
 
 /// The simulator's dataset as a page source, without HTTP or JSON: the
@@ -171,16 +179,7 @@ pub async fn run_export_direct(
     sim: &plumline_sim::Simulator,
     dir: &std::path::Path,
 ) -> Measured {
-    let (start, end) = scenario.range();
-    let plan = ExportPlan::new(start, end, TimeZone::UTC, &[]).expect("plan");
-    let options = ExportOptions {
-        concurrency: NonZeroUsize::new(scenario.concurrency).expect("nonzero concurrency"),
-        page_size: scenario.page_size,
-        settle: Duration::ZERO,
-        overwrite: true,
-        days_in_flight: std::env::var("PLUMLINE_BENCH_DAYS").ok().and_then(|v| v.parse().ok()),
-        ..ExportOptions::default()
-    };
+    let (plan, options) = plan_and_options(scenario);
     let exporter = Exporter::new(Arc::new(DirectSource(sim.clone())), Destination::local(dir), options)
         .expect("exporter");
     let summary = exporter.run(&plan, &NoProgress).await.expect("export succeeds");
