@@ -120,7 +120,7 @@ impl ApiError {
             | ApiError::Timeout(_)
             | ApiError::Transport { .. }
             | ApiError::Decode(_) => true,
-            // 408 Request Timeout and the gateway family are worth another go.
+            // 408 Request Timeout and 425 Too Early invite a retry.
             ApiError::UnexpectedStatus { status, .. } => matches!(status, 408 | 425),
             ApiError::Unauthorized { .. }
             | ApiError::MethodNotAllowed

@@ -263,13 +263,18 @@ pub(crate) mod lenient {
     /// An integer from text: `"42"`, `" 42 "`, or a whole `"42.0"`.
     pub(crate) fn parse_i64(v: &str) -> Result<i64, String> {
         let t = v.trim();
-        if let Ok(i) = t.parse::<i64>() {
-            return Ok(i);
-        }
-        match t.parse::<f64>() {
-            #[allow(clippy::cast_possible_truncation, reason = "only whole values in range are accepted")]
-            Ok(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(f as i64),
-            _ => Err(format!("expected an integer, got {v:?}")),
+        t.parse::<i64>()
+            .or_else(|_| t.parse::<f64>().map_err(|_| ()).and_then(|f| whole(f).map_err(|_| ())))
+            .map_err(|()| format!("expected an integer, got {v:?}"))
+    }
+
+    /// A float that holds a whole number within the range of exact integers.
+    fn whole(v: f64) -> Result<i64, String> {
+        if v.fract() == 0.0 && v.abs() < 9.0e15 {
+            #[allow(clippy::cast_possible_truncation, reason = "whole and within 2^53, so exact")]
+            Ok(v as i64)
+        } else {
+            Err(format!("expected a whole number, got {v}"))
         }
     }
 
@@ -296,13 +301,8 @@ pub(crate) mod lenient {
         fn visit_u64<E: de::Error>(self, v: u64) -> Result<i64, E> {
             i64::try_from(v).map_err(|_| E::custom(format!("integer {v} is out of range")))
         }
-        #[allow(clippy::cast_possible_truncation, reason = "only whole values are accepted")]
         fn visit_f64<E: de::Error>(self, v: f64) -> Result<i64, E> {
-            if v.fract() == 0.0 && v.abs() < 9.0e15 {
-                Ok(v as i64)
-            } else {
-                Err(E::custom(format!("expected a whole number, got {v}")))
-            }
+            whole(v).map_err(E::custom)
         }
         fn visit_str<E: de::Error>(self, v: &str) -> Result<i64, E> {
             parse_i64(v).map_err(E::custom)

@@ -299,7 +299,7 @@ impl Destination {
                 Ok(None)
             }
             Err(error) => {
-                warn!(day = %p.date(), %error, "unreadable state; exporting the day again");
+                warn!(day = %p.date(), error = %plumline_api::error_chain(&error), "unreadable state; exporting the day again");
                 Ok(None)
             }
         }

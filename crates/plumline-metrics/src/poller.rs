@@ -298,7 +298,7 @@ impl<S: PageSource> Poller<S> {
                 Err(failed) => {
                     report.counted += failed.counted;
                     overflowed += failed.overflowed;
-                    warn!(number = number.as_deref().unwrap_or("*"), kind = failed.error.kind(), error = %failed.error, "poll failed");
+                    warn!(number = number.as_deref().unwrap_or("*"), kind = failed.error.kind(), error = %plumline_api::error_chain(&failed.error), "poll failed");
                     report.errors.push(TargetError { number, error: failed.error });
                 }
             }
