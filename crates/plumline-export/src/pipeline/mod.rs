@@ -1,24 +1,23 @@
 //! [`Exporter`]: pages every day of an [`ExportPlan`] through a
 //! [`PageSource`] into one committed Parquet file per day and number.
+//!
+//! `mod.rs` holds the options and the run over all days; [`fetch`] one
+//! attempt at one day.
 
-use std::collections::{BTreeSet, HashSet};
-use std::future::Future;
+mod fetch;
+
+use std::collections::BTreeSet;
 use std::num::NonZeroUsize;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use arrow_array::RecordBatch;
 use futures::{StreamExt as _, TryStreamExt as _, stream};
 use jiff::Timestamp;
 use parquet::file::metadata::KeyValue;
-use plumline_api::{CallQuery, PageRequest, PageSource, validate_limit};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinHandle;
+use plumline_api::{CallQuery, PageSource, validate_limit};
+use tokio::sync::Semaphore;
 use tracing::{Instrument as _, debug, info_span, warn};
 
-use crate::batch::{SessionHasher, calls_to_batch, filter_rows};
 use crate::error::ExportError;
 use crate::lake::{DayState, Destination, number_slug};
 use crate::plan::{DayPartition, ExportPlan};
@@ -307,108 +306,6 @@ impl<S: PageSource + 'static> Exporter<S> {
         });
         Ok(DayOutcome { rows, bytes, pages, attempts: attempt, closed })
     }
-
-    /// One attempt at a day: every page, in offset order, into `sink`.
-    async fn fetch_day(
-        &self,
-        day: &Arc<DayPartition>,
-        query: &CallQuery,
-        sink: &mut ParquetSink,
-        permits: &Arc<Semaphore>,
-        observer: &dyn ExportObserver,
-    ) -> Result<DayFetch, ExportError> {
-        let limit = self.options.page_size;
-        let hasher = SessionHasher::default();
-        let page_request = |limit: u32, offset: u64| {
-            query.page(limit, offset).map_err(|e| ExportError::InvalidPlan(e.to_string()))
-        };
-        // Slots are taken in offset order, before the page's task exists: a
-        // day's next page to write always holds a slot (or is done), so pages
-        // waiting to be written can never starve it of one (no deadlock).
-        let acquire = || async {
-            Arc::clone(permits)
-                .acquire_owned()
-                .await
-                .map_err(|_| ExportError::Worker("the request limiter was closed".into()))
-        };
-        let spawn = |request: PageRequest, permit: OwnedSemaphorePermit| {
-            spawn_page(Arc::clone(&self.source), request, Arc::clone(day), hasher.clone(), permit)
-        };
-        let first = spawn(page_request(limit, 0)?, acquire().await?).await?;
-        let total = first.total;
-        // Some servers cap the page size below what was asked; a short first
-        // page of a larger total gives the stride they really use, so the
-        // rest of the day is requested without gaps.
-        let first_rows = u32::try_from(first.batch.num_rows()).unwrap_or(u32::MAX);
-        let limit = if first_rows > 0 && first_rows < limit && u64::from(first_rows) < total {
-            debug!(asked = limit, got = first_rows, "server caps the page size; following its stride");
-            first_rows
-        } else {
-            limit
-        };
-        observer.on_event(&ExportEvent::DayStarted {
-            day: day.date(),
-            number: day.number().map(str::to_owned),
-            total_calls: total,
-        });
-        let mut seen: HashSet<u128> =
-            HashSet::with_capacity(usize::try_from(total.min(1 << 20)).unwrap_or(0));
-        let mut fetch = DayFetch { rows: 0, total, pages: 1, problem: None };
-        fetch.rows += consume_page(first, &mut seen, sink, day, observer).await?;
-        let n_pages = total.div_ceil(u64::from(limit));
-        let lookahead = self.options.concurrency.get();
-        let mut rest = std::pin::pin!(
-            stream::iter(1..n_pages)
-                .then(|k| async move {
-                    let request = page_request(limit, k * u64::from(limit))?;
-                    Ok::<_, ExportError>(spawn(request, acquire().await?))
-                })
-                .map(|spawned| async move { spawned?.await })
-                .buffered(lookahead)
-        );
-        let mut problem = None;
-        while let Some(page) = rest.next().await {
-            let page = page?;
-            if page.total != total {
-                problem = Some(format!("total_calls moved from {total} to {} while paging", page.total));
-                break;
-            }
-            fetch.rows += consume_page(page, &mut seen, sink, day, observer).await?;
-            fetch.pages += 1;
-        }
-        if problem.is_none() && fetch.rows != total {
-            problem = Some(format!("{} distinct calls arrived but total_calls is {total}", fetch.rows));
-        }
-        fetch.problem = problem;
-        Ok(fetch)
-    }
-}
-
-/// Dedupes a page against the day's calls so far and hands it to the
-/// writer; returns the rows written.
-async fn consume_page(
-    page: FetchedPage,
-    seen: &mut HashSet<u128>,
-    sink: &mut ParquetSink,
-    day: &DayPartition,
-    observer: &dyn ExportObserver,
-) -> Result<u64, ExportError> {
-    let FetchedPage { batch, fingerprints, permit, .. } = page;
-    let keep: Vec<bool> = fingerprints.iter().map(|fp| seen.insert(*fp)).collect();
-    let batch = if keep.iter().all(|k| *k) {
-        batch
-    } else {
-        debug!(duplicates = keep.iter().filter(|k| !**k).count(), "dropping repeated calls");
-        filter_rows(&batch, &keep).map_err(|source| ExportError::Arrow { day: day.date(), source })?
-    };
-    let n = batch.num_rows() as u64;
-    if n > 0 {
-        sink.write(batch).await?;
-    }
-    // The page leaves our hands only now: its slot frees for another request.
-    drop(permit);
-    observer.on_event(&ExportEvent::PageWritten { day: day.date(), calls: n });
-    Ok(n)
 }
 
 fn state_matches(s: &DayState, p: &DayPartition, plan: &ExportPlan) -> bool {
@@ -439,72 +336,13 @@ struct DayOutcome {
     closed: bool,
 }
 
-#[derive(Debug)]
-struct DayFetch {
-    rows: u64,
-    total: u64,
-    pages: u64,
-    problem: Option<String>,
-}
-
-/// A fetched page, converted, holding its concurrency slot.
-#[derive(Debug)]
-struct FetchedPage {
-    batch: RecordBatch,
-    fingerprints: Vec<u128>,
-    total: u64,
-    permit: OwnedSemaphorePermit,
-}
-
-/// Fetches and converts one page on its own task, so decoding runs on any
-/// worker in parallel with other pages.
-fn spawn_page<S: PageSource + 'static>(
-    source: Arc<S>,
-    request: PageRequest,
-    day: Arc<DayPartition>,
-    hasher: SessionHasher,
-    permit: OwnedSemaphorePermit,
-) -> AbortOnDrop<Result<FetchedPage, ExportError>> {
-    AbortOnDrop(tokio::spawn(async move {
-        let page = source.fetch_page(&request).await.map_err(|source| ExportError::Api {
-            day: day.date(),
-            number: day.number().map(str::to_owned),
-            offset: request.offset(),
-            source,
-        })?;
-        let batch = calls_to_batch(&page.calls, day.number())
-            .map_err(|source| ExportError::Arrow { day: day.date(), source })?;
-        let fingerprints = page.calls.iter().map(|c| hasher.fingerprint(&c.session_id)).collect();
-        Ok(FetchedPage { batch, fingerprints, total: page.total_calls, permit })
-    }))
-}
-
-/// A task handle that aborts the task when dropped, so abandoning a day
-/// (refetch, error, cancellation) stops its requests.
-#[derive(Debug)]
-struct AbortOnDrop<T>(JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-impl<T> Future for AbortOnDrop<Result<T, ExportError>> {
-    type Output = Result<T, ExportError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0).poll(cx).map(|joined| joined.unwrap_or_else(|e| Err(ExportError::worker(&e))))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use jiff::tz::TimeZone;
-    use plumline_api::{ApiError, Call, CallPage, CallType};
+    use plumline_api::{ApiError, Call, CallPage, CallType, PageRequest};
 
     use super::*;
     use crate::reader::lake_files;
