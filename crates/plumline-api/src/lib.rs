@@ -19,6 +19,7 @@ mod secret;
 pub mod wire;
 
 use std::future::Future;
+use std::time::Duration;
 
 pub use client::{Client, ClientBuilder, DEFAULT_BASE_URL, is_loopback_url};
 pub use error::{ApiError, error_chain};
@@ -27,6 +28,17 @@ pub use query::{CallQuery, DEFAULT_LIMIT, MAX_LIMIT, PageRequest, validate_limit
 pub use retry::RetryPolicy;
 pub use secret::{Credentials, DeveloperKey};
 pub use wire::WireFormat;
+
+/// The longest call expected: the API lists a call only once it has ended,
+/// but indexes it by its start, so a window is complete only once its end
+/// is this far in the past. The export's settle margin and the exporter's
+/// reach-back both default to it.
+pub const LONGEST_CALL: Duration = Duration::from_secs(4 * 3600);
+
+/// Calls per page for whole-range reads (`export`, `calls --all`, the
+/// exporter's polls): the vendor's own sample asks for 10000, the largest
+/// `limit` it accepts. Servers that cap it lower are followed.
+pub const BULK_PAGE_SIZE: u32 = MAX_LIMIT;
 
 /// Something that answers one page of a call-log query.
 ///

@@ -154,44 +154,15 @@ impl Destination {
         if !dest.contains("://") {
             return Ok(Destination::local(dest));
         }
-        let bad = |why: String| ExportError::InvalidDestination(why);
-        let url = Url::parse(dest).map_err(|e| bad(format!("--out `{dest}` is not a valid URL: {e}")))?;
-        let store: Store = match url.scheme() {
-            "file" => {
-                let path = url
-                    .to_file_path()
-                    .map_err(|()| bad(format!("--out `{dest}` is not a local file:/// URL")))?;
-                return Ok(Destination::local(path));
-            }
-            "s3" | "s3a" => Arc::new(
-                object_store::aws::AmazonS3Builder::from_env()
-                    .with_url(dest)
-                    .build()
-                    .map_err(|e| bad(format!("cannot use {dest}: {e}")))?,
-            ),
-            "gs" => Arc::new(
-                object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                    .with_url(dest)
-                    .build()
-                    .map_err(|e| bad(format!("cannot use {dest}: {e}")))?,
-            ),
-            "az" | "azure" | "abfs" | "abfss" | "adl" => Arc::new(
-                object_store::azure::MicrosoftAzureBuilder::from_env()
-                    .with_url(dest)
-                    .build()
-                    .map_err(|e| bad(format!("cannot use {dest}: {e}")))?,
-            ),
-            other => {
-                return Err(bad(format!(
-                    "--out scheme `{other}://` is not supported: use a directory, file:///, s3://, gs:// or az://"
-                )));
-            }
+        let Some((store, prefix)) = crate::store::from_url(dest)? else {
+            let url = Url::parse(dest).map_err(|e| {
+                ExportError::InvalidDestination(format!("--out `{dest}` is not a valid URL: {e}"))
+            })?;
+            let path = url.to_file_path().map_err(|()| {
+                ExportError::InvalidDestination(format!("--out `{dest}` is not a local file:/// URL"))
+            })?;
+            return Ok(Destination::local(path));
         };
-        if url.host_str().is_none_or(str::is_empty) {
-            return Err(bad(format!("--out `{dest}` names no bucket")));
-        }
-        let prefix = ObjPath::from_url_path(url.path())
-            .map_err(|e| bad(format!("--out `{dest}` has an invalid path: {e}")))?;
         Ok(Destination {
             kind: Kind::Store { store, prefix },
             display: dest.trim_end_matches('/').to_owned(),
@@ -216,6 +187,23 @@ impl Destination {
     #[must_use]
     pub fn display(&self) -> &str {
         &self.display
+    }
+
+    /// The lake as an object store and the prefix it lives under, for
+    /// reading it back (a local lake is opened as a `LocalFileSystem`).
+    ///
+    /// # Errors
+    /// [`ExportError::Io`] if a local root cannot be created or opened.
+    pub fn store(&self) -> Result<(Arc<dyn ObjectStore>, ObjPath), ExportError> {
+        match &self.kind {
+            Kind::Local { root } => {
+                std::fs::create_dir_all(root).map_err(|e| ExportError::io("creating", root, e))?;
+                let fs = object_store::local::LocalFileSystem::new_with_prefix(root)
+                    .map_err(|e| ExportError::io("opening", root, std::io::Error::other(e)))?;
+                Ok((Arc::new(fs), ObjPath::default()))
+            }
+            Kind::Store { store, prefix } => Ok((Arc::clone(store), prefix.clone())),
+        }
     }
 
     /// The local root, if the destination is local.

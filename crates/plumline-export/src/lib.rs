@@ -27,13 +27,14 @@ mod plan;
 mod progress;
 mod reader;
 mod sink;
+mod store;
 
 pub use batch::{calls_to_batch, lake_schema};
 pub use error::ExportError;
 pub use lake::{DayState, Destination, STATE_DIR, file_name, number_slug, partition_dir};
 pub use pipeline::{ExportOptions, Exporter, TOOL_VERSION};
 pub use plan::{DayPartition, ExportPlan};
-pub use progress::{ExportEvent, ExportObserver, ExportSummary, NoProgress};
+pub use progress::{DayRef, ExportEvent, ExportObserver, ExportSummary, NoProgress, OpenDay, WidenedBound};
 pub use reader::{LakeSummary, lake_files, summarize_lake};
 pub use sink::{ParquetOptions, ParquetSink, SINK_CHANNEL_BATCHES};
 

@@ -88,8 +88,41 @@ impl ExportObserver for NoProgress {
     fn on_event(&self, _event: &ExportEvent) {}
 }
 
+/// One day partition, as the summary names it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DayRef {
+    /// The calendar day, `YYYY-MM-DD` in the plan's time zone.
+    pub date: String,
+    /// The number filter, if any.
+    pub number: Option<String>,
+}
+
+/// A day written while still open (inside the settle margin).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct OpenDay {
+    /// The calendar day, `YYYY-MM-DD`.
+    pub date: String,
+    /// The number filter, if any.
+    pub number: Option<String>,
+    /// When the day closes (UNIX seconds): its end plus the settle margin.
+    /// A run after this commits it for good.
+    pub closes_at: i64,
+}
+
+/// A bound of the requested range that fell inside a day and was widened to
+/// that day's edge (exports work in whole days).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct WidenedBound {
+    /// `start` or `end`.
+    pub bound: &'static str,
+    /// The bound as requested (UNIX seconds).
+    pub requested: i64,
+    /// The bound used (UNIX seconds): midnight of the plan's time zone.
+    pub widened_to: i64,
+}
+
 /// What an export did.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct ExportSummary {
     /// Day partitions in the plan (days × numbers).
     pub partitions: usize,
@@ -102,6 +135,14 @@ pub struct ExportSummary {
     /// Of those written, days still open (inside the settle margin); the
     /// next run refreshes them.
     pub open: usize,
+    /// The partitions written by this run (closed and open), in date order.
+    pub written_days: Vec<DayRef>,
+    /// The partitions skipped as already committed, in date order.
+    pub skipped_days: Vec<DayRef>,
+    /// The partitions written while open, with when each closes.
+    pub open_days: Vec<OpenDay>,
+    /// Bounds of the requested range that were widened to whole days.
+    pub widened: Vec<WidenedBound>,
     /// Calls written by this run.
     pub calls: u64,
     /// Files written by this run.
@@ -110,10 +151,21 @@ pub struct ExportSummary {
     pub bytes: u64,
     /// Pages fetched (including refetches).
     pub pages: u64,
+    /// API requests made (pages, boundary checks and count requests,
+    /// including refetches).
+    pub requests: u64,
+    /// Calls the server returned outside the window asked for; not filed in
+    /// the day asked about (they belong to their own day).
+    pub out_of_window: u64,
     /// Day refetches caused by inconsistent answers.
     pub refetches: u64,
     /// Wall-clock time of the run.
+    #[serde(serialize_with = "serialize_secs")]
     pub elapsed: Duration,
+}
+
+fn serialize_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
 }
 
 impl ExportSummary {

@@ -79,7 +79,7 @@ impl Default for PollerConfig {
             numbers: Vec::new(),
             interval: Duration::from_secs(60),
             lookback: Duration::from_secs(3600),
-            max_call_duration: Duration::from_secs(4 * 3600),
+            max_call_duration: plumline_api::LONGEST_CALL,
             page_size: plumline_api::DEFAULT_LIMIT,
             concurrency: 4,
             max_tracked_calls: 200_000,

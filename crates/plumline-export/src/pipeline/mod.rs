@@ -60,10 +60,10 @@ impl Default for ExportOptions {
     fn default() -> Self {
         ExportOptions {
             concurrency: NonZeroUsize::new(8).unwrap_or(NonZeroUsize::MIN),
-            page_size: plumline_api::DEFAULT_LIMIT,
+            page_size: plumline_api::BULK_PAGE_SIZE,
             days_in_flight: None,
             overwrite: false,
-            settle: Duration::from_secs(3600),
+            settle: plumline_api::LONGEST_CALL,
             max_day_attempts: 4,
             parquet: ParquetOptions::default(),
             now: None,
@@ -316,15 +316,19 @@ fn state_matches(s: &DayState, p: &DayPartition, plan: &ExportPlan) -> bool {
 }
 
 fn file_metadata(p: &DayPartition, query: &CallQuery, plan: &ExportPlan) -> Vec<KeyValue> {
-    vec![
+    // Every entry has a value: Spark's reader fails on a key without one.
+    let mut metadata = vec![
         KeyValue::new("plumline.version".into(), TOOL_VERSION.to_owned()),
         KeyValue::new("plumline.date".into(), p.date().to_string()),
         KeyValue::new("plumline.tz".into(), plan.tz_name().to_owned()),
-        KeyValue { key: "plumline.number".into(), value: p.number().map(str::to_owned) },
         // The API window exactly as requested: /calls/{start}/{end}, both inclusive.
         KeyValue::new("plumline.api_start".into(), query.start().to_string()),
         KeyValue::new("plumline.api_end".into(), query.end().to_string()),
-    ]
+    ];
+    if let Some(number) = p.number() {
+        metadata.push(KeyValue::new("plumline.number".into(), number.to_owned()));
+    }
+    metadata
 }
 
 #[derive(Debug)]
