@@ -43,6 +43,10 @@ pub struct ExportOptions {
     pub days_in_flight: Option<NonZeroUsize>,
     /// Export days again even when an earlier run committed them.
     pub overwrite: bool,
+    /// Let a re-export replace a committed day with a file of fewer calls
+    /// (after the vendor purged old records, say). Off: such a day is kept
+    /// and the run fails naming it.
+    pub allow_shrink: bool,
     /// A day whose window ends less than this before now is written but not
     /// recorded complete, so the next run refreshes it (the API lists a call
     /// once it has ended, under its start).
@@ -63,6 +67,7 @@ impl Default for ExportOptions {
             page_size: plumline_api::BULK_PAGE_SIZE,
             days_in_flight: None,
             overwrite: false,
+            allow_shrink: false,
             settle: plumline_api::LONGEST_CALL,
             max_day_attempts: 4,
             parquet: ParquetOptions::default(),
