@@ -6,13 +6,15 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use arrow_array::RecordBatch;
 use futures::{StreamExt as _, stream};
+use parquet::file::properties::WriterProperties;
 use plumline_api::{CallQuery, PageRequest, PageSource};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::Exporter;
 use crate::batch::{SessionHasher, calls_to_batch, filter_rows};
@@ -21,7 +23,79 @@ use crate::plan::DayPartition;
 use crate::progress::{ExportEvent, ExportObserver};
 use crate::sink::ParquetSink;
 
+/// A day read to the end: its sink holds every row, ready to finish.
+pub(super) struct DayRead {
+    pub(super) sink: ParquetSink,
+    /// The last (consistent, or open and accepted) attempt.
+    pub(super) fetch: DayFetch,
+    /// Pages fetched over all attempts.
+    pub(super) pages: u64,
+    /// Attempts made.
+    pub(super) attempts: u32,
+}
+
 impl<S: PageSource + 'static> Exporter<S> {
+    /// Reads a day until its answers are consistent (or, for an open day,
+    /// until attempts run out), each attempt into a fresh sink.
+    #[allow(clippy::too_many_arguments, reason = "one day's context, passed down once")]
+    pub(super) async fn read_day(
+        &self,
+        p: &DayPartition,
+        query: &CallQuery,
+        closed: bool,
+        properties: &WriterProperties,
+        location: &str,
+        permits: &Arc<Semaphore>,
+        observer: &dyn ExportObserver,
+    ) -> Result<DayRead, ExportError> {
+        let day = Arc::new(p.clone());
+        let mut pages = 0;
+        let mut attempt = 1;
+        let read = loop {
+            let mut sink = self.open_sink(p, properties, location).await?;
+            let fetched = match self.fetch_day(&day, &query, &mut sink, permits, observer).await {
+                Ok(fetched) => fetched,
+                Err(e) => {
+                    sink.abort().await;
+                    return Err(e);
+                }
+            };
+            pages += fetched.pages;
+            match &fetched.problem {
+                None => break DayRead { sink, fetch: fetched, pages, attempts: attempt },
+                Some(reason) if attempt < self.options.max_day_attempts => {
+                    attempt += 1;
+                    warn!(attempt, reason = %reason, "day does not add up, fetching it again");
+                    observer.on_event(&ExportEvent::DayRefetch {
+                        day: p.date(),
+                        number: p.number().map(str::to_owned),
+                        attempt,
+                        reason: reason.clone(),
+                    });
+                    sink.abort().await;
+                    tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+                }
+                // An open day may legitimately move; keep what we have, and the
+                // next run refreshes it.
+                Some(reason) if !closed => {
+                    warn!(reason = %reason, "open day does not add up; writing it unfinished");
+                    break DayRead { sink, fetch: fetched, pages, attempts: attempt };
+                }
+                Some(_) => {
+                    sink.abort().await;
+                    return Err(ExportError::Inconsistent {
+                        day: p.date(),
+                        number: p.number().map(str::to_owned),
+                        expected: fetched.total,
+                        received: fetched.rows,
+                        attempts: attempt,
+                    });
+                }
+            }
+        };
+        Ok(read)
+    }
+
     /// One attempt at a day: every page, in offset order, into `sink`.
     pub(super) async fn fetch_day(
         &self,

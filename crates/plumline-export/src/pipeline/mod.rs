@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt as _, TryStreamExt as _, stream};
 use jiff::Timestamp;
 use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
 use plumline_api::{CallQuery, PageSource, validate_limit};
 use tokio::sync::Semaphore;
-use tracing::{Instrument as _, debug, info_span, warn};
+use tracing::{Instrument as _, debug, info_span};
 
 use crate::error::ExportError;
 use crate::lake::{DayState, Destination, number_slug};
@@ -224,6 +225,16 @@ impl<S: PageSource + 'static> Exporter<S> {
         Ok(summary)
     }
 
+    /// A fresh writer for one attempt at a day.
+    async fn open_sink(
+        &self,
+        p: &DayPartition,
+        properties: &WriterProperties,
+        location: &str,
+    ) -> Result<ParquetSink, ExportError> {
+        Ok(ParquetSink::spawn(self.destination.open(p).await?, properties.clone(), location.to_owned()))
+    }
+
     async fn export_day(
         &self,
         p: &DayPartition,
@@ -237,52 +248,8 @@ impl<S: PageSource + 'static> Exporter<S> {
         let closed = p.is_closed(now, settle);
         let location = self.destination.file_location(p);
         let properties = writer_properties(&self.options.parquet, file_metadata(p, &query, plan))?;
-        let day = Arc::new(p.clone());
-        let mut pages = 0;
-        let mut attempt = 1;
-        let (sink, fetched) = loop {
-            let mut sink =
-                ParquetSink::spawn(self.destination.open(p).await?, properties.clone(), location.clone());
-            let fetched = match self.fetch_day(&day, &query, &mut sink, permits, observer).await {
-                Ok(fetched) => fetched,
-                Err(e) => {
-                    sink.abort().await;
-                    return Err(e);
-                }
-            };
-            pages += fetched.pages;
-            match &fetched.problem {
-                None => break (sink, fetched),
-                Some(reason) if attempt < self.options.max_day_attempts => {
-                    attempt += 1;
-                    warn!(attempt, reason = %reason, "day does not add up, fetching it again");
-                    observer.on_event(&ExportEvent::DayRefetch {
-                        day: p.date(),
-                        number: p.number().map(str::to_owned),
-                        attempt,
-                        reason: reason.clone(),
-                    });
-                    sink.abort().await;
-                    tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
-                }
-                // An open day may legitimately move; keep what we have, and the
-                // next run refreshes it.
-                Some(reason) if !closed => {
-                    warn!(reason = %reason, "open day does not add up; writing it unfinished");
-                    break (sink, fetched);
-                }
-                Some(_) => {
-                    sink.abort().await;
-                    return Err(ExportError::Inconsistent {
-                        day: p.date(),
-                        number: p.number().map(str::to_owned),
-                        expected: fetched.total,
-                        received: fetched.rows,
-                        attempts: attempt,
-                    });
-                }
-            }
-        };
+        let read = self.read_day(p, &query, closed, &properties, &location, permits, observer).await?;
+        let (sink, fetched, pages, attempt) = (read.sink, read.fetch, read.pages, read.attempts);
         let encoded = sink.finish().await?;
         let (rows, bytes) = (encoded.rows, encoded.bytes);
         let file = self.destination.commit(p, encoded).await?;
