@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use jiff::tz::TimeZone;
 use plumline_api::{Client, Credentials, RetryPolicy};
-use plumline_export::{Destination, ExportOptions, ExportPlan, ExportSummary, Exporter, NoProgress};
+use plumline_export::{Lake, ExportOptions, ExportPlan, ExportSummary, Exporter, NoProgress};
 use plumline_sim::{DEMO_EMAIL, DEMO_KEY, Faults, SimConfig, SimServer};
 
 /// 2025-01-01T00:00:00Z.
@@ -133,7 +133,7 @@ pub async fn run_export(scenario: &Scenario, server: &SimServer, dir: &std::path
         .build()
         .expect("client");
     let (plan, options) = plan_and_options(scenario);
-    let exporter = Exporter::new(Arc::new(client), Destination::local(dir), options).expect("exporter");
+    let exporter = Exporter::new(Arc::new(client), Lake::local(dir), options).expect("exporter");
     let summary = exporter.run(&plan, &NoProgress).await.expect("export succeeds");
     let concurrency = u32::try_from(scenario.concurrency).unwrap_or(u32::MAX);
     let ideal = scenario.latency * u32::try_from(summary.pages).unwrap_or(u32::MAX) / concurrency;
@@ -180,7 +180,7 @@ pub async fn run_export_direct(
     dir: &std::path::Path,
 ) -> Measured {
     let (plan, options) = plan_and_options(scenario);
-    let exporter = Exporter::new(Arc::new(DirectSource(sim.clone())), Destination::local(dir), options)
+    let exporter = Exporter::new(Arc::new(DirectSource(sim.clone())), Lake::local(dir), options)
         .expect("exporter");
     let summary = exporter.run(&plan, &NoProgress).await.expect("export succeeds");
     Measured { summary, ideal: Duration::ZERO }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use jiff::tz::TimeZone;
 use plumline_api::{Client, Credentials};
-use plumline_export::{Destination, ExportOptions, ExportPlan, ExportSummary, Exporter, NoProgress};
+use plumline_export::{Lake, ExportOptions, ExportPlan, ExportSummary, Exporter, NoProgress};
 use plumline_sim::{DEMO_EMAIL, DEMO_KEY, SimConfig, SimServer};
 use serde_json::Value;
 
@@ -31,7 +31,7 @@ fn json(output: &std::process::Output) -> Value {
     })
 }
 
-async fn export(server: &SimServer, dest: Destination, plan: &ExportPlan) -> ExportSummary {
+async fn export(server: &SimServer, dest: Lake, plan: &ExportPlan) -> ExportSummary {
     let client =
         Client::builder(server.base_url(), Credentials::new(DEMO_EMAIL, DEMO_KEY)).build().expect("client");
     let options = ExportOptions { page_size: 150, settle: Duration::ZERO, ..ExportOptions::default() };
@@ -77,8 +77,8 @@ async fn pyarrow_and_duckdb_read_the_lake() {
     let by_number = ExportPlan::new(JAN_1_2025, JAN_1_2025 + 3 * DAY, TimeZone::UTC, &numbers).expect("plan");
     let unfiltered =
         ExportPlan::new(JAN_1_2025 + 3 * DAY, JAN_1_2025 + 5 * DAY, TimeZone::UTC, &[]).expect("plan");
-    export(&server, Destination::local(&lake), &by_number).await;
-    export(&server, Destination::local(&lake), &unfiltered).await;
+    export(&server, Lake::local(&lake), &by_number).await;
+    export(&server, Lake::local(&lake), &unfiltered).await;
     // What a killed run leaves behind must be invisible to both readers.
     std::fs::write(lake.join("date=2025-01-01").join(".calls-all.parquet.999-1.tmp"), b"PAR1 half a file")
         .expect("write a stale temp");
@@ -185,7 +185,7 @@ async fn s3_lake_round_trips_without_leftover_uploads() {
         .with_secret_access_key("test")
         .build()
         .expect("s3 store");
-    let dest = Destination::object_store(
+    let dest = Lake::object_store(
         Arc::new(store),
         object_store::path::Path::from("exports/calls"),
         "s3://lake-bucket/exports/calls",

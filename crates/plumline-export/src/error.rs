@@ -107,9 +107,78 @@ pub enum ExportError {
         #[source]
         source: serde_json::Error,
     },
+    /// The lake is cut in another time zone than the export asks for.
+    #[error(
+        "the lake {lake} is cut in time zone {recorded}, but this export asks for {requested}: \
+         export into it with the zone {recorded}, or into another lake"
+    )]
+    TimeZoneMismatch {
+        /// The lake.
+        lake: String,
+        /// The zone its first export recorded.
+        recorded: String,
+        /// The zone asked for.
+        requested: String,
+    },
+    /// Another live run holds the claim of a partition.
+    #[error(
+        "{day}{} is being written by another {holder}; waited {}s for it: run again once it is done",
+        number_suffix(number.as_deref()),
+        waited.as_secs()
+    )]
+    ClaimHeld {
+        /// The day.
+        day: Date,
+        /// The number filter of the day, if any.
+        number: Option<String>,
+        /// The other run.
+        holder: String,
+        /// How long this run waited.
+        waited: std::time::Duration,
+    },
+    /// Another run took a claim over while this run held it (this run was
+    /// too slow to renew it); the day was not committed by this run.
+    #[error("lost the claim {location} to another run; the day was left to it")]
+    ClaimLost {
+        /// The claim.
+        location: String,
+    },
+    /// A re-export would replace a committed day with fewer calls.
+    #[error(
+        "{day}{} would shrink from {current} to {new} calls (the API now lists fewer): the committed file is kept; \
+         pass --allow-shrink to replace it",
+        number_suffix(number.as_deref())
+    )]
+    WouldShrink {
+        /// The day.
+        day: Date,
+        /// The number filter of the day, if any.
+        number: Option<String>,
+        /// Calls in the committed file.
+        current: u64,
+        /// Calls the API lists now.
+        new: u64,
+    },
+    /// Some days failed; every other day was exported. Each failure names
+    /// its day.
+    #[error("{} of {} days failed: {}", failures.len(), failures.len() + summary.written, failure_list(failures))]
+    DaysFailed {
+        /// Each failed day's error.
+        failures: Vec<ExportError>,
+        /// What the run did do.
+        summary: Box<crate::progress::ExportSummary>,
+    },
+    /// The run was cancelled (Ctrl-C, SIGTERM) before it finished; its
+    /// uploads were aborted, committed days stay committed.
+    #[error("the export was interrupted; the days committed so far are kept")]
+    Cancelled,
     /// A worker task panicked or was cancelled by the runtime.
     #[error("an export worker failed: {0}")]
     Worker(String),
+}
+
+fn failure_list(failures: &[ExportError]) -> String {
+    failures.iter().map(|e| plumline_api::error_chain(e)).collect::<Vec<_>>().join("; ")
 }
 
 fn number_suffix(number: Option<&str>) -> String {
@@ -141,7 +210,11 @@ impl ExportError {
             ExportError::Api { source, .. } => {
                 source.is_transient() || matches!(source, ApiError::RetriesExhausted { .. })
             }
-            ExportError::Inconsistent { .. } | ExportError::ObjectStore { .. } => true,
+            ExportError::Inconsistent { .. }
+            | ExportError::ObjectStore { .. }
+            | ExportError::ClaimHeld { .. }
+            | ExportError::ClaimLost { .. } => true,
+            ExportError::DaysFailed { failures, .. } => failures.iter().all(ExportError::is_transient),
             _ => false,
         }
     }

@@ -7,7 +7,8 @@
 //!   with one global bound on requests in flight, dedupes by `session_id`,
 //!   refetches days that do not add up, and writes one Parquet file per day
 //!   and number through a [`ParquetSink`], committed atomically into a
-//!   [`Destination`] and recorded for resumption.
+//!   [`Lake`] (over a [`Destination`]: a local directory or an object-store
+//!   prefix) under a claim, and recorded for resumption.
 //! - [`ExportObserver`] receives progress events; [`ExportSummary`] is the
 //!   result.
 //! - [`summarize_lake`] reads a local lake back into a [`LakeSummary`].
@@ -31,7 +32,10 @@ mod store;
 
 pub use batch::{calls_to_batch, lake_schema};
 pub use error::ExportError;
-pub use lake::{DayState, Destination, STATE_DIR, file_name, number_slug, partition_dir};
+pub use lake::{
+    BoxFut, DayState, Destination, Lake, LakeInfo, LakeObjectStore, LocalDir, ObjectPrefix, RunId, STATE_DIR, Stage,
+    StageRecorder, StagedFile, Version, file_name, number_slug, partition_dir,
+};
 pub use pipeline::{ExportOptions, Exporter, TOOL_VERSION};
 pub use plan::{DayPartition, ExportPlan};
 pub use progress::{DayRef, ExportEvent, ExportObserver, ExportSummary, NoProgress, OpenDay, WidenedBound};

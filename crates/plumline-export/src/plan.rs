@@ -14,9 +14,9 @@ use crate::error::ExportError;
 /// zone) for one number, or for all numbers.
 ///
 /// # Invariants
-/// `window_start < window_end`; the window lies inside the day and inside
-/// the plan's range. A day that the range only partly covers (the first or
-/// last) has a window narrower than the day.
+/// `window_start < window_end`, and the window is the whole day: exports
+/// work in whole days, so a file always holds its whole day (a bound inside
+/// a day widens the plan to that day's edge).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DayPartition {
     date: Date,
@@ -75,8 +75,13 @@ impl fmt::Display for DayPartition {
     }
 }
 
-/// A half-open range `[start, end)` of UNIX seconds cut into calendar days
-/// of a time zone, for each requested number.
+/// A half-open range `[start, end)` of UNIX seconds cut into whole calendar
+/// days of a time zone, for each requested number.
+///
+/// A bound inside a day widens to that day's edge (its midnight, or the next
+/// one for the end): a day file always holds its whole day, so a narrower
+/// rerun never replaces a day with part of it. [`ExportPlan::widened`] says
+/// which bounds moved.
 ///
 /// Days follow the zone's calendar, so a day is 23 or 25 hours long across a
 /// daylight-saving change, and a day whose midnight does not exist starts at
@@ -87,6 +92,7 @@ pub struct ExportPlan {
     tz_name: String,
     start: i64,
     end: i64,
+    widened: Vec<crate::progress::WidenedBound>,
     partitions: Vec<DayPartition>,
 }
 
@@ -127,28 +133,51 @@ impl ExportPlan {
             |e: jiff::Error| ExportError::InvalidPlan(format!("the range is outside the calendar: {e}"));
         let mut date = Timestamp::from_second(start).map_err(bad_time)?.to_zoned_datetime(tz.clone()).date();
         let mut partitions = Vec::new();
+        let (requested_start, requested_end) = (start, end);
+        let (mut start, mut end) = (start, end);
         loop {
             let day_start = day_start(date, &tz).map_err(bad_time)?;
             let next = date.tomorrow().map_err(bad_time)?;
             let next_start = day_start_or_end(next, &tz).map_err(bad_time)?;
-            let (ws, we) = (start.max(day_start), end.min(next_start));
-            if ws < we {
-                for number in &filters {
-                    partitions.push(DayPartition {
-                        date,
-                        number: number.clone(),
-                        window_start: ws,
-                        window_end: we,
-                    });
-                }
+            start = start.min(day_start);
+            for number in &filters {
+                partitions.push(DayPartition {
+                    date,
+                    number: number.clone(),
+                    window_start: day_start,
+                    window_end: next_start,
+                });
             }
             if next_start >= end {
+                end = next_start;
                 break;
             }
             date = next;
         }
+        let mut widened = Vec::new();
+        if start != requested_start {
+            widened.push(crate::progress::WidenedBound {
+                bound: "start",
+                requested: requested_start,
+                widened_to: start,
+            });
+        }
+        if end != requested_end {
+            widened.push(crate::progress::WidenedBound {
+                bound: "end",
+                requested: requested_end,
+                widened_to: end,
+            });
+        }
         let tz_name = tz.iana_name().unwrap_or("fixed offset").to_owned();
-        Ok(ExportPlan { tz, tz_name, start, end, partitions })
+        Ok(ExportPlan { tz, tz_name, start, end, widened, partitions })
+    }
+
+    /// The bounds of the requested range that fell inside a day, and the
+    /// midnight each was widened to.
+    #[must_use]
+    pub fn widened(&self) -> &[crate::progress::WidenedBound] {
+        &self.widened
     }
 
     /// The partitions, by day then number.
@@ -169,13 +198,13 @@ impl ExportPlan {
         &self.tz_name
     }
 
-    /// Start of the range (UNIX seconds, inclusive).
+    /// Start of the range (UNIX seconds, inclusive), widened to midnight.
     #[must_use]
     pub fn start(&self) -> i64 {
         self.start
     }
 
-    /// End of the range (UNIX seconds, exclusive).
+    /// End of the range (UNIX seconds, exclusive), widened to midnight.
     #[must_use]
     pub fn end(&self) -> i64 {
         self.end
@@ -252,25 +281,69 @@ mod tests {
     }
 
     #[test]
-    fn partial_first_and_last_days() {
-        let utc = TimeZone::UTC;
+    fn bounds_inside_a_day_widen_to_whole_days() {
+        type Case<'a> = (&'a str, &'a str, &'a str, &'a str, &'a [&'a str]);
+        // (requested start, requested end, zone, widened [start, end), widened bounds)
+        let cases: &[Case<'_>] = &[
+            (
+                "2026-01-01T12:00:00Z",
+                "2026-01-03T06:00:00Z",
+                "UTC",
+                "2026-01-01T00:00:00Z/2026-01-04T00:00:00Z",
+                &["start", "end"],
+            ),
+            (
+                "2026-01-01T00:00:00Z",
+                "2026-01-02T00:00:00Z",
+                "UTC",
+                "2026-01-01T00:00:00Z/2026-01-02T00:00:00Z",
+                &[],
+            ),
+            (
+                "2026-01-01T00:00:00Z",
+                "2026-01-01T00:00:01Z",
+                "UTC",
+                "2026-01-01T00:00:00Z/2026-01-02T00:00:00Z",
+                &["end"],
+            ),
+            (
+                "2024-03-05T12:00:00Z",
+                "2024-03-06T00:00:00Z",
+                "UTC",
+                "2024-03-05T00:00:00Z/2024-03-06T00:00:00Z",
+                &["start"],
+            ),
+            // Midnight in New York is 05:00Z in winter.
+            (
+                "2026-01-01T00:00:00Z",
+                "2026-01-02T00:00:00Z",
+                "America/New_York",
+                "2025-12-31T05:00:00Z/2026-01-02T05:00:00Z",
+                &["start", "end"],
+            ),
+        ];
+        for (start, end, zone, want, bounds) in cases {
+            let tz = TimeZone::get(zone).expect("tz");
+            let plan = ExportPlan::new(ts(start), ts(end), tz, &[]).expect("plan");
+            let (ws, we) = want.split_once('/').expect("want");
+            assert_eq!((plan.start(), plan.end()), (ts(ws), ts(we)), "{start}..{end} in {zone}");
+            let got: Vec<&str> = plan.widened().iter().map(|w| w.bound).collect();
+            assert_eq!(&got, bounds, "{start}..{end} in {zone}");
+            for w in plan.widened() {
+                assert_eq!(w.requested, if w.bound == "start" { ts(start) } else { ts(end) });
+            }
+            // Every partition is a whole day, and they tile the widened range.
+            let w = windows(&plan);
+            assert_eq!((w[0].1, w[w.len() - 1].2), (ts(ws), ts(we)));
+            for pair in w.windows(2) {
+                assert_eq!(pair[0].2, pair[1].1, "{pair:?}");
+            }
+        }
         let plan =
-            ExportPlan::new(ts("2026-01-01T12:00:00Z"), ts("2026-01-03T06:00:00Z"), utc, &[]).expect("plan");
-        assert_eq!(
-            windows(&plan),
-            vec![
-                ("2026-01-01".into(), ts("2026-01-01T12:00:00Z"), ts("2026-01-02T00:00:00Z")),
-                ("2026-01-02".into(), ts("2026-01-02T00:00:00Z"), ts("2026-01-03T00:00:00Z")),
-                ("2026-01-03".into(), ts("2026-01-03T00:00:00Z"), ts("2026-01-03T06:00:00Z")),
-            ]
-        );
-        let q = plan.partitions()[0].query().expect("query");
-        assert_eq!((q.start(), q.end()), (ts("2026-01-01T12:00:00Z"), ts("2026-01-02T00:00:00Z") - 1));
-        // A range ending exactly at midnight has no empty trailing day.
-        let plan =
-            ExportPlan::new(ts("2026-01-01T00:00:00Z"), ts("2026-01-02T00:00:00Z"), TimeZone::UTC, &[])
+            ExportPlan::new(ts("2026-01-01T12:00:00Z"), ts("2026-01-02T00:00:00Z"), TimeZone::UTC, &[])
                 .expect("plan");
-        assert_eq!(plan.partitions().len(), 1);
+        let q = plan.partitions()[0].query().expect("query");
+        assert_eq!((q.start(), q.end()), (ts("2026-01-01T00:00:00Z"), ts("2026-01-02T00:00:00Z") - 1));
         assert_eq!(plan.n_days(), 1);
     }
 

@@ -52,6 +52,16 @@ pub enum ExportEvent {
         /// Why: a short description.
         reason: String,
     },
+    /// Another live run holds the claim of a day; this run waits for it
+    /// (bounded by the claim wait).
+    ClaimWait {
+        /// The day.
+        day: Date,
+        /// Its number filter.
+        number: Option<String>,
+        /// The other run, as a person reads it.
+        holder: String,
+    },
     /// A day's file is committed (visible to readers).
     DayCommitted {
         /// The day.

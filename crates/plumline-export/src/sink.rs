@@ -1,9 +1,6 @@
 //! [`ParquetSink`]: one day's Parquet file, encoded on a blocking thread.
 
-use std::fs::File;
 use std::io::{self, Write};
-use std::path::PathBuf;
-use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use parquet::arrow::ArrowWriter;
@@ -16,6 +13,7 @@ use tracing::debug;
 
 use crate::batch::lake_schema;
 use crate::error::ExportError;
+use crate::lake::StagedFile;
 
 /// Settings of the Parquet files the export writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,69 +51,20 @@ pub(crate) fn writer_properties(
         .build())
 }
 
-/// A local temp file that is deleted when dropped unless it was committed.
+/// The staged file as the Parquet writer's [`Write`] target.
 #[derive(Debug)]
-pub(crate) struct TempFile {
-    path: PathBuf,
-    armed: bool,
-}
+pub(crate) struct StagedWriter(Box<dyn StagedFile>);
 
-impl TempFile {
-    pub(crate) fn new(path: PathBuf) -> Self {
-        TempFile { path, armed: true }
-    }
-
-    pub(crate) fn path(&self) -> &std::path::Path {
-        &self.path
-    }
-
-    /// The file was renamed into place: nothing to clean up.
-    pub(crate) fn disarm(mut self) {
-        self.armed = false;
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        match std::fs::remove_file(&self.path) {
-            Err(error) if error.kind() != io::ErrorKind::NotFound => {
-                tracing::warn!(path = %self.path.display(), %error, "cannot remove a temp file");
-            }
-            _ => {}
-        }
-    }
-}
-
-/// Where the encoded bytes go: a local temp file, or memory for an upload.
-#[derive(Debug)]
-pub(crate) enum SinkTarget {
-    /// A local temp file (named so no reader picks it up).
-    File { file: File, temp: TempFile },
-    /// A buffer to upload once complete.
-    Memory(Vec<u8>),
-}
-
-impl Write for SinkTarget {
+impl Write for StagedWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            SinkTarget::File { file, .. } => file.write(buf),
-            SinkTarget::Memory(v) => v.write(buf),
-        }
+        self.0.write_all(buf)?;
+        Ok(buf.len())
     }
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        match self {
-            SinkTarget::File { file, .. } => file.write_all(buf),
-            SinkTarget::Memory(v) => v.write_all(buf),
-        }
+        self.0.write_all(buf)
     }
     fn flush(&mut self) -> io::Result<()> {
-        match self {
-            SinkTarget::File { file, .. } => file.flush(),
-            SinkTarget::Memory(_) => Ok(()),
-        }
+        Ok(())
     }
 }
 
@@ -124,15 +73,7 @@ impl Write for SinkTarget {
 pub(crate) struct EncodedFile {
     pub(crate) rows: u64,
     pub(crate) bytes: u64,
-    pub(crate) body: EncodedBody,
-}
-
-#[derive(Debug)]
-pub(crate) enum EncodedBody {
-    /// Written and fsynced under a temp name; dropped means deleted.
-    Local(TempFile),
-    /// The whole file, to upload.
-    Memory(Vec<u8>),
+    pub(crate) staged: Box<dyn StagedFile>,
 }
 
 enum Message {
@@ -147,7 +88,8 @@ enum Message {
 /// workers and a slow writer slows the sender (backpressure).
 ///
 /// Dropping the sink without [`ParquetSink::finish`] abandons the file: the
-/// thread stops and a local temp file is deleted.
+/// thread stops and drops its staged file (a local temp is deleted; an
+/// upload is aborted by the lake's cleanup).
 ///
 /// ## Memory Usage
 /// At most [`SINK_CHANNEL_BATCHES`] batches wait in the channel. The
@@ -155,10 +97,10 @@ enum Message {
 /// batches (about 100 bytes per call) before it opens the Parquet writer,
 /// which then holds one encoded row group (zstd-compressed pages of about
 /// 15 bytes per call) plus a compression context and page buffers per
-/// column (tens of MB); a day smaller than a row group opens its writer only
-/// when complete, so few writers are open at once. For an object store the finished file is held in
-/// memory until uploaded, so a day's compressed size (about 15 MB per
-/// million calls) is the largest buffer.
+/// column; a day smaller than a row group opens its writer only when
+/// complete, so few writers are open at once. The encoded bytes stream into
+/// the staged file: a local temp, or an object-store upload that buffers at
+/// most one part (8 MiB) before sending it. No buffer grows with the day.
 #[derive(Debug)]
 pub struct ParquetSink {
     tx: mpsc::Sender<Message>,
@@ -180,7 +122,7 @@ pub const SINK_CHANNEL_BATCHES: usize = 2;
 
 impl ParquetSink {
     /// Starts the writer thread for `target`.
-    pub(crate) fn spawn(target: SinkTarget, properties: WriterProperties, location: String) -> Self {
+    pub(crate) fn spawn(target: Box<dyn StagedFile>, properties: WriterProperties, location: String) -> Self {
         let (tx, mut rx) = mpsc::channel::<Message>(SINK_CHANNEL_BATCHES);
         let loc = location.clone();
         let max_buffered_rows = properties.max_row_group_row_count().unwrap_or(usize::MAX);
@@ -193,8 +135,8 @@ impl ParquetSink {
             // so open writers stay few however many days are in flight.
             let mut pending: Vec<RecordBatch> = Vec::new();
             let mut pending_rows = 0usize;
-            let mut target = Some(target);
-            let mut writer: Option<ArrowWriter<SinkTarget>> = None;
+            let mut target = Some(StagedWriter(target));
+            let mut writer: Option<ArrowWriter<StagedWriter>> = None;
             let mut rows = 0u64;
             loop {
                 let finished = match rx.blocking_recv() {
@@ -233,18 +175,10 @@ impl ParquetSink {
             };
             // Writes the footer and hands back the target.
             let target = writer.into_inner().map_err(parquet_err)?;
-            let (bytes, body) = match target {
-                SinkTarget::File { file, temp } => {
-                    file.sync_all().map_err(|e| ExportError::io("syncing", temp.path(), e))?;
-                    let bytes = file
-                        .metadata()
-                        .map_err(|e| ExportError::io("reading the size of", temp.path(), e))?;
-                    (bytes.len(), EncodedBody::Local(temp))
-                }
-                SinkTarget::Memory(buf) => (buf.len() as u64, EncodedBody::Memory(buf)),
-            };
+            let StagedWriter(mut staged) = target;
+            let bytes = staged.finish()?;
             debug!(location = %loc, rows, bytes, "file encoded");
-            Ok(EncodedFile { rows, bytes, body })
+            Ok(EncodedFile { rows, bytes, staged })
         });
         ParquetSink { tx, handle, location }
     }
@@ -282,7 +216,7 @@ impl ParquetSink {
         self.join().await
     }
 
-    /// Abandons the file and waits until its temp file (if any) is gone.
+    /// Abandons the file and waits until the writer let go of it.
     ///
     /// # Cancel safety
     /// Dropping the future still abandons the file, in the background.
@@ -299,6 +233,3 @@ impl ParquetSink {
         }
     }
 }
-
-/// Shared handle type for stores (kept here so `lake` and `pipeline` agree).
-pub(crate) type Store = Arc<dyn object_store::ObjectStore>;

@@ -7,7 +7,9 @@ use object_store::path::Path as ObjPath;
 use url::Url;
 
 use crate::error::ExportError;
-use crate::sink::Store;
+use crate::lake::LakeObjectStore;
+
+type Store = Arc<dyn LakeObjectStore>;
 
 /// The store and prefix a URL names, or `None` for a `file://` URL (a local
 /// lake).

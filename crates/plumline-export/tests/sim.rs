@@ -16,7 +16,7 @@ use object_store::ObjectStoreExt as _;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use plumline_api::{Call, CallType, Client, Credentials, RetryPolicy, WireFormat};
 use plumline_export::{
-    Destination, ExportOptions, ExportPlan, ExportSummary, Exporter, NoProgress, file_name, lake_schema,
+    Lake, ExportOptions, ExportPlan, ExportSummary, Exporter, NoProgress, file_name, lake_schema,
     partition_dir,
 };
 use plumline_sim::{DEMO_EMAIL, DEMO_KEY, Faults, SimConfig, SimServer};
@@ -51,7 +51,7 @@ fn options(page_size: u32, concurrency: usize) -> ExportOptions {
 async fn export(
     server: &SimServer,
     format: WireFormat,
-    dest: Destination,
+    dest: Lake,
     plan: &ExportPlan,
     options: ExportOptions,
 ) -> ExportSummary {
@@ -149,7 +149,7 @@ async fn multi_day_lake_equals_ground_truth_per_number_and_unfiltered() {
     for numbers in [numbers.clone(), Vec::new()] {
         let plan = ExportPlan::new(start, end, TimeZone::UTC, &numbers).expect("plan");
         let summary =
-            export(&server, WireFormat::Json, Destination::local(dir.path()), &plan, options(97, 6)).await;
+            export(&server, WireFormat::Json, Lake::local(dir.path()), &plan, options(97, 6)).await;
         assert_eq!(summary.written, plan.partitions().len());
         assert_lake_matches(dir.path(), &server, &plan);
     }
@@ -164,7 +164,7 @@ async fn quirky_json_and_xml_with_unknown_types_are_exact() {
     let plan = ExportPlan::new(JAN_1_2025, JAN_1_2025 + 3 * DAY, TimeZone::UTC, &[]).expect("plan");
     for format in [WireFormat::Json, WireFormat::Xml] {
         let dir = tempfile::tempdir().expect("tempdir");
-        export(&server, format, Destination::local(dir.path()), &plan, options(250, 4)).await;
+        export(&server, format, Lake::local(dir.path()), &plan, options(250, 4)).await;
         assert_lake_matches(dir.path(), &server, &plan);
     }
     server.shutdown().await;
@@ -190,7 +190,7 @@ async fn days_follow_the_time_zone_across_dst() {
         ]
     );
     let dir = tempfile::tempdir().expect("tempdir");
-    export(&server, WireFormat::Json, Destination::local(dir.path()), &plan, options(100, 4)).await;
+    export(&server, WireFormat::Json, Lake::local(dir.path()), &plan, options(100, 4)).await;
     assert_lake_matches(dir.path(), &server, &plan);
     server.shutdown().await;
 }
@@ -207,7 +207,7 @@ async fn faults_do_not_change_the_lake() {
     let server = SimServer::start(config, "127.0.0.1:0".parse().expect("addr")).await.expect("sim");
     let plan = ExportPlan::new(JAN_1_2025, JAN_1_2025 + 3 * DAY, TimeZone::UTC, &[]).expect("plan");
     let dir = tempfile::tempdir().expect("tempdir");
-    export(&server, WireFormat::Json, Destination::local(dir.path()), &plan, options(100, 8)).await;
+    export(&server, WireFormat::Json, Lake::local(dir.path()), &plan, options(100, 8)).await;
     let stats = server.stats();
     assert!(stats.server_error + stats.reset + stats.truncated > 0, "faults were injected: {stats:?}");
     assert_lake_matches(dir.path(), &server, &plan);
@@ -225,7 +225,7 @@ async fn an_object_store_lake_is_exact_and_resumable() {
     .expect("sim");
     let store = Arc::new(object_store::memory::InMemory::new());
     let prefix = object_store::path::Path::from("lake/calls");
-    let dest = Destination::object_store(store.clone(), prefix.clone(), "memory://lake/calls");
+    let dest = Lake::object_store(store.clone(), prefix.clone(), "memory://lake/calls");
     let number = server.simulator().numbers()[0].clone();
     let plan = ExportPlan::new(JAN_1_2025, JAN_1_2025 + 2 * DAY, TimeZone::UTC, &[number]).expect("plan");
     let first = export(&server, WireFormat::Json, dest.clone(), &plan, options(50, 4)).await;

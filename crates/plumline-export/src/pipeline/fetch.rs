@@ -19,6 +19,7 @@ use tracing::{debug, warn};
 use super::Exporter;
 use crate::batch::{SessionHasher, calls_to_batch, filter_rows};
 use crate::error::ExportError;
+use crate::lake::Claim;
 use crate::plan::DayPartition;
 use crate::progress::{ExportEvent, ExportObserver};
 use crate::sink::ParquetSink;
@@ -41,6 +42,7 @@ impl<S: PageSource + 'static> Exporter<S> {
     pub(super) async fn read_day(
         &self,
         p: &DayPartition,
+        claim: &Claim,
         query: &CallQuery,
         closed: bool,
         properties: &WriterProperties,
@@ -52,7 +54,7 @@ impl<S: PageSource + 'static> Exporter<S> {
         let mut pages = 0;
         let mut attempt = 1;
         let read = loop {
-            let mut sink = self.open_sink(p, properties, location).await?;
+            let mut sink = self.open_sink(p, claim, properties, location).await?;
             let fetched = match self.fetch_day(&day, &query, &mut sink, permits, observer).await {
                 Ok(fetched) => fetched,
                 Err(e) => {
@@ -141,7 +143,7 @@ impl<S: PageSource + 'static> Exporter<S> {
         });
         let mut seen: HashSet<u128> =
             HashSet::with_capacity(usize::try_from(total.min(1 << 20)).unwrap_or(0));
-        let mut fetch = DayFetch { rows: 0, total, pages: 1, problem: None };
+        let mut fetch = DayFetch { rows: 0, total, pages: 1, requests: 1, out_of_window: 0, problem: None };
         fetch.rows += consume_page(first, &mut seen, sink, day, observer).await?;
         let n_pages = total.div_ceil(u64::from(limit));
         let lookahead = self.options.concurrency.get();
@@ -163,6 +165,7 @@ impl<S: PageSource + 'static> Exporter<S> {
             }
             fetch.rows += consume_page(page, &mut seen, sink, day, observer).await?;
             fetch.pages += 1;
+            fetch.requests += 1;
         }
         if problem.is_none() && fetch.rows != total {
             problem = Some(format!("{} distinct calls arrived but total_calls is {total}", fetch.rows));
@@ -204,6 +207,10 @@ pub(super) struct DayFetch {
     pub(super) rows: u64,
     pub(super) total: u64,
     pub(super) pages: u64,
+    /// Requests made in this attempt.
+    pub(super) requests: u64,
+    /// Calls listed outside the day's window (not written).
+    pub(super) out_of_window: u64,
     pub(super) problem: Option<String>,
 }
 

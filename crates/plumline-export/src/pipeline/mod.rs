@@ -6,7 +6,7 @@
 
 mod fetch;
 
-use std::collections::BTreeSet;
+use std::future::Future;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,14 +15,14 @@ use futures::{StreamExt as _, TryStreamExt as _, stream};
 use jiff::Timestamp;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
-use plumline_api::{CallQuery, PageSource, validate_limit};
+use plumline_api::{ApiError, CallQuery, PageSource, validate_limit};
 use tokio::sync::Semaphore;
-use tracing::{Instrument as _, debug, info_span};
+use tracing::{Instrument as _, debug, info_span, warn};
 
 use crate::error::ExportError;
-use crate::lake::{DayState, Destination, number_slug};
+use crate::lake::{Claim, ClaimSettings, Committed, DayState, Lake, RunId};
 use crate::plan::{DayPartition, ExportPlan};
-use crate::progress::{ExportEvent, ExportObserver, ExportSummary};
+use crate::progress::{DayRef, ExportEvent, ExportObserver, ExportSummary, OpenDay};
 use crate::sink::{ParquetOptions, ParquetSink, writer_properties};
 
 /// The version recorded in file metadata and resume state.
@@ -59,6 +59,14 @@ pub struct ExportOptions {
     /// The current time for the settle margin (UNIX seconds); `None` reads
     /// the clock. For tests.
     pub now: Option<i64>,
+    /// How long a run's claim on a day lives without renewal (renewed every
+    /// third of it). Another run takes over a claim only once it expired,
+    /// or at once when it names a process of this machine that is gone. Must
+    /// exceed the clock skew between machines writing one lake.
+    pub claim_lease: Duration,
+    /// How long to wait for another live run's claim on a day before
+    /// failing that day.
+    pub claim_wait: Duration,
 }
 
 impl Default for ExportOptions {
@@ -73,6 +81,8 @@ impl Default for ExportOptions {
             max_day_attempts: 4,
             parquet: ParquetOptions::default(),
             now: None,
+            claim_lease: Duration::from_secs(60),
+            claim_wait: Duration::from_secs(600),
         }
     }
 }
@@ -83,7 +93,7 @@ impl ExportOptions {
     }
 }
 
-/// Exports an [`ExportPlan`] from a [`PageSource`] into a [`Destination`].
+/// Exports an [`ExportPlan`] from a [`PageSource`] into a [`Lake`].
 ///
 /// For each day partition, the first page tells the day's `total_calls`;
 /// the other pages are then requested concurrently and written in offset
@@ -106,19 +116,20 @@ impl ExportOptions {
 #[derive(Debug)]
 pub struct Exporter<S> {
     source: Arc<S>,
-    destination: Destination,
+    lake: Lake,
     options: ExportOptions,
+    run: RunId,
 }
 
 impl<S: PageSource + 'static> Exporter<S> {
-    /// An exporter reading from `source` and writing to `destination`.
+    /// An exporter reading from `source` and writing into `lake`.
     ///
     /// # Errors
     /// [`ExportError::InvalidPlan`] for a page size outside 1..=10000 or a
     /// day attempt count of 0.
     pub fn new(
         source: Arc<S>,
-        destination: Destination,
+        lake: Lake,
         options: ExportOptions,
     ) -> Result<Self, ExportError> {
         validate_limit(options.page_size).map_err(|e| ExportError::InvalidPlan(e.to_string()))?;
@@ -126,33 +137,68 @@ impl<S: PageSource + 'static> Exporter<S> {
             return Err(ExportError::InvalidPlan("max_day_attempts must be at least 1".into()));
         }
         writer_properties(&options.parquet, Vec::new())?;
-        Ok(Exporter { source, destination, options })
+        Ok(Exporter { source, lake, options, run: RunId::current() })
     }
 
-    /// The destination written to.
+    /// The lake written to.
     #[must_use]
-    pub fn destination(&self) -> &Destination {
-        &self.destination
+    pub fn lake(&self) -> &Lake {
+        &self.lake
     }
 
-    /// Runs the plan to the end, or to the first error.
+    /// Runs the plan to the end.
     ///
     /// Days an earlier run committed (and that were closed then) are
-    /// skipped unless [`ExportOptions::overwrite`] is set.
+    /// skipped unless [`ExportOptions::overwrite`] is set. Each day is
+    /// written under its claim (see [`Lake`]); a day that fails does not
+    /// stop the others.
     ///
     /// # Errors
-    /// The first failure; days committed before it stay committed, so a
-    /// rerun resumes.
+    /// [`ExportError::DaysFailed`] naming each day that failed while the
+    /// others were exported; a lake-wide error (another time zone, the
+    /// destination unusable, credentials refused) at once. Days committed
+    /// before an error stay committed, so a rerun resumes.
     ///
     /// # Cancel safety
     /// Dropping the future stops the export: in-flight requests are
-    /// abandoned and uncommitted local temp files deleted. Committed days
-    /// stay committed and recorded, so the lake is always consistent and a
-    /// rerun resumes. An object-store multipart upload interrupted mid-way is
-    /// aborted on a spawned task while the runtime lives; only a killed
-    /// process can leave one behind (invisible to readers; a bucket
-    /// lifecycle rule removes it).
+    /// abandoned, local temp files deleted, and unfinished uploads put on
+    /// the lake's cleanup list: await [`Lake::cleanup`] (or use
+    /// [`Exporter::run_until`], which does) before the runtime ends.
+    /// Committed days stay committed and recorded; claims expire.
     pub async fn run(
+        &self,
+        plan: &ExportPlan,
+        observer: &dyn ExportObserver,
+    ) -> Result<ExportSummary, ExportError> {
+        let result = self.run_days(plan, observer).await;
+        self.lake.cleanup().await;
+        result
+    }
+
+    /// [`Exporter::run`] until `cancel` completes (Ctrl-C, SIGTERM): then the
+    /// days in flight are abandoned and their uploads aborted before this
+    /// returns [`ExportError::Cancelled`].
+    ///
+    /// # Errors
+    /// As [`Exporter::run`], or [`ExportError::Cancelled`].
+    ///
+    /// # Cancel safety
+    /// As [`Exporter::run`].
+    pub async fn run_until(
+        &self,
+        plan: &ExportPlan,
+        observer: &dyn ExportObserver,
+        cancel: impl Future<Output = ()>,
+    ) -> Result<ExportSummary, ExportError> {
+        let result = tokio::select! {
+            result = self.run_days(plan, observer) => result,
+            () = cancel => Err(ExportError::Cancelled),
+        };
+        self.lake.cleanup().await;
+        result
+    }
+
+    async fn run_days(
         &self,
         plan: &ExportPlan,
         observer: &dyn ExportObserver,
@@ -160,37 +206,39 @@ impl<S: PageSource + 'static> Exporter<S> {
         let started = Instant::now();
         let now = self.options.now.unwrap_or_else(|| Timestamp::now().as_second());
         let settle = i64::try_from(self.options.settle.as_secs()).unwrap_or(i64::MAX);
-        let slugs: BTreeSet<String> = plan.partitions().iter().map(|p| number_slug(p.number())).collect();
-        self.destination.prepare(slugs.into_iter().collect()).await?;
+        // Before anything is written: a lake is cut in one zone.
+        self.lake.check_tz(plan.tz_name()).await?;
 
         let mut summary = ExportSummary {
             partitions: plan.partitions().len(),
             days: plan.n_days(),
+            widened: plan.widened().to_vec(),
             ..ExportSummary::default()
         };
         let mut todo = Vec::new();
-        let states: Vec<(&DayPartition, Option<DayState>)> = stream::iter(plan.partitions())
+        let states: Vec<(&DayPartition, Committed)> = stream::iter(plan.partitions())
             .map(|p| async move {
                 if self.options.overwrite {
-                    return Ok((p, None));
+                    return Ok((p, Committed::No));
                 }
-                self.destination.committed(p).await.map(|s| (p, s))
+                self.lake.committed(p, plan.tz_name()).await.map(|s| (p, s))
             })
             .buffered(16)
             .try_collect()
             .await?;
         for (p, state) in states {
             match state {
-                Some(s) if s.closed && state_matches(&s, p, plan) => {
+                Committed::Yes(s) if s.closed => {
                     debug!(day = %p.date(), number = p.number(), "already committed, skipping");
                     summary.skipped += 1;
+                    summary.skipped_days.push(day_ref(p));
                 }
                 _ => todo.push(p),
             }
         }
         observer.on_event(&ExportEvent::Planned { partitions: summary.partitions, skipped: summary.skipped });
         debug!(
-            destination = %self.destination.display(),
+            destination = %self.lake.display(),
             partitions = summary.partitions,
             skipped = summary.skipped,
             concurrency = self.options.concurrency.get(),
@@ -201,40 +249,78 @@ impl<S: PageSource + 'static> Exporter<S> {
         let mut days = stream::iter(todo)
             .map(|p| {
                 let span = info_span!("export_day", day = %p.date(), number = p.number());
-                self.export_day(p, plan, now, settle, &permits, observer).instrument(span)
+                let permits = &permits;
+                async move { (p, self.export_day(p, plan, now, settle, permits, observer).await) }
+                    .instrument(span)
             })
             .buffer_unordered(self.options.days_in_flight());
-        while let Some(outcome) = days.next().await {
-            let outcome = outcome?;
-            summary.written += 1;
-            summary.open += usize::from(!outcome.closed);
-            summary.calls += outcome.rows;
-            summary.files += 1;
-            summary.bytes += outcome.bytes;
-            summary.pages += outcome.pages;
-            summary.refetches += u64::from(outcome.attempts - 1);
+        let mut failures = Vec::new();
+        while let Some((p, outcome)) = days.next().await {
+            match outcome {
+                Ok(DayOutcome::Written(w)) => {
+                    summary.written += 1;
+                    summary.written_days.push(day_ref(p));
+                    if !w.closed {
+                        summary.open += 1;
+                        summary.open_days.push(OpenDay {
+                            date: p.date().to_string(),
+                            number: p.number().map(str::to_owned),
+                            closes_at: p.window_end().saturating_add(settle),
+                        });
+                    }
+                    summary.calls += w.rows;
+                    summary.files += 1;
+                    summary.bytes += w.bytes;
+                    summary.pages += w.pages;
+                    summary.requests += w.requests;
+                    summary.out_of_window += w.out_of_window;
+                    summary.refetches += u64::from(w.attempts - 1);
+                }
+                Ok(DayOutcome::CommittedByOther) => {
+                    summary.skipped += 1;
+                    summary.skipped_days.push(day_ref(p));
+                }
+                Err(e) if is_lake_wide(&e) => return Err(e),
+                Err(e) => {
+                    warn!(day = %p.date(), number = p.number(), error = %plumline_api::error_chain(&e), "day failed; going on with the others");
+                    failures.push(e);
+                }
+            }
         }
+        drop(days);
+        let by_day = |a: &DayRef, b: &DayRef| (&a.date, &a.number).cmp(&(&b.date, &b.number));
+        summary.written_days.sort_by(by_day);
+        summary.skipped_days.sort_by(by_day);
+        summary.open_days.sort_by(|a, b| (&a.date, &a.number).cmp(&(&b.date, &b.number)));
         summary.elapsed = started.elapsed();
         debug!(
             calls = summary.calls,
             files = summary.files,
             bytes = summary.bytes,
+            failed = failures.len(),
             elapsed_ms = u64::try_from(summary.elapsed.as_millis()).unwrap_or(u64::MAX),
             "export finished"
         );
-        Ok(summary)
+        if failures.is_empty() {
+            Ok(summary)
+        } else {
+            Err(ExportError::DaysFailed { failures, summary: Box::new(summary) })
+        }
     }
 
-    /// A fresh writer for one attempt at a day.
+    /// A fresh writer for one attempt at a day, staged under its claim.
     async fn open_sink(
         &self,
         p: &DayPartition,
+        claim: &Claim,
         properties: &WriterProperties,
         location: &str,
     ) -> Result<ParquetSink, ExportError> {
-        Ok(ParquetSink::spawn(self.destination.open(p).await?, properties.clone(), location.to_owned()))
+        let staged = self.lake.stage(p, claim).await?;
+        Ok(ParquetSink::spawn(staged, properties.clone(), location.to_owned()))
     }
 
+    /// One day under its claim.
     async fn export_day(
         &self,
         p: &DayPartition,
@@ -244,15 +330,61 @@ impl<S: PageSource + 'static> Exporter<S> {
         permits: &Arc<Semaphore>,
         observer: &dyn ExportObserver,
     ) -> Result<DayOutcome, ExportError> {
+        let on_wait = |holder: &RunId| {
+            observer.on_event(&ExportEvent::ClaimWait {
+                day: p.date(),
+                number: p.number().map(str::to_owned),
+                holder: holder.to_string(),
+            });
+        };
+        let claim = Claim::acquire(self.lake.destination(), p, &self.run, self.claim_settings(), &on_wait).await?;
+        let result = self.export_claimed(p, &claim, plan, now, settle, permits, observer).await;
+        claim.release().await;
+        result
+    }
+
+    #[allow(clippy::too_many_arguments, reason = "one day's context, passed down once")]
+    async fn export_claimed(
+        &self,
+        p: &DayPartition,
+        claim: &Claim,
+        plan: &ExportPlan,
+        now: i64,
+        settle: i64,
+        permits: &Arc<Semaphore>,
+        observer: &dyn ExportObserver,
+    ) -> Result<DayOutcome, ExportError> {
+        // Another run may have committed the day while this one waited.
+        if !self.options.overwrite
+            && let Committed::Yes(state) = self.lake.committed(p, plan.tz_name()).await?
+            && state.closed
+        {
+            debug!("committed by another run meanwhile; skipping");
+            return Ok(DayOutcome::CommittedByOther);
+        }
         let query = p.query()?;
         let closed = p.is_closed(now, settle);
-        let location = self.destination.file_location(p);
+        let location = self.lake.file_location(p);
         let properties = writer_properties(&self.options.parquet, file_metadata(p, &query, plan))?;
-        let read = self.read_day(p, &query, closed, &properties, &location, permits, observer).await?;
+        let read = self.read_day(p, claim, &query, closed, &properties, &location, permits, observer).await?;
         let (sink, fetched, pages, attempt) = (read.sink, read.fetch, read.pages, read.attempts);
         let encoded = sink.finish().await?;
         let (rows, bytes) = (encoded.rows, encoded.bytes);
-        let file = self.destination.commit(p, encoded).await?;
+        if !self.options.allow_shrink
+            && let Some(current) = self.current_rows(p).await?
+            && rows < current
+        {
+            encoded.staged.abort().await?;
+            return Err(ExportError::WouldShrink {
+                day: p.date(),
+                number: p.number().map(str::to_owned),
+                current,
+                new: rows,
+            });
+        }
+        // Still ours for a whole lease: no other run can have taken it over.
+        claim.confirm().await?;
+        encoded.staged.commit().await?;
         let state = DayState {
             tool_version: TOOL_VERSION.to_owned(),
             date: p.date().to_string(),
@@ -260,14 +392,14 @@ impl<S: PageSource + 'static> Exporter<S> {
             tz: plan.tz_name().to_owned(),
             window_start: p.window_start(),
             window_end: p.window_end(),
-            file,
+            file: crate::lake::data_file(p),
             rows,
             bytes,
             api_total: fetched.total,
             closed,
             committed_at: Timestamp::now().as_second(),
         };
-        self.destination.write_state(p, &state).await?;
+        self.lake.write_state(p, &state).await?;
         debug!(rows, bytes, closed, attempts = attempt, "day committed");
         observer.on_event(&ExportEvent::DayCommitted {
             day: p.date(),
@@ -276,15 +408,50 @@ impl<S: PageSource + 'static> Exporter<S> {
             bytes,
             closed,
         });
-        Ok(DayOutcome { rows, bytes, pages, attempts: attempt, closed })
+        Ok(DayOutcome::Written(Written {
+            rows,
+            bytes,
+            pages,
+            requests: fetched.requests,
+            out_of_window: fetched.out_of_window,
+            attempts: attempt,
+            closed,
+        }))
+    }
+
+    /// Rows of the day's current file; an unreadable file counts as none (a
+    /// re-export may replace it).
+    async fn current_rows(&self, p: &DayPartition) -> Result<Option<u64>, ExportError> {
+        match self.lake.current_rows(p).await {
+            Err(error @ ExportError::Parquet { .. }) => {
+                warn!(error = %plumline_api::error_chain(&error), "the day's current file is unreadable; replacing it");
+                Ok(None)
+            }
+            other => other,
+        }
+    }
+
+    fn claim_settings(&self) -> ClaimSettings {
+        ClaimSettings { lease: self.options.claim_lease, wait: self.options.claim_wait }
     }
 }
 
-fn state_matches(s: &DayState, p: &DayPartition, plan: &ExportPlan) -> bool {
-    s.window_start == p.window_start()
-        && s.window_end == p.window_end()
-        && s.tz == plan.tz_name()
-        && s.number.as_deref() == p.number()
+/// Errors that would fail every day alike: stop the run at once.
+fn is_lake_wide(e: &ExportError) -> bool {
+    match e {
+        ExportError::Api { source, .. } => {
+            matches!(source, ApiError::Unauthorized { .. } | ApiError::InvalidConfig(_) | ApiError::MethodNotAllowed)
+        }
+        ExportError::InvalidPlan(_)
+        | ExportError::InvalidDestination(_)
+        | ExportError::TimeZoneMismatch { .. }
+        | ExportError::Cancelled => true,
+        _ => false,
+    }
+}
+
+fn day_ref(p: &DayPartition) -> DayRef {
+    DayRef { date: p.date().to_string(), number: p.number().map(str::to_owned) }
 }
 
 fn file_metadata(p: &DayPartition, query: &CallQuery, plan: &ExportPlan) -> Vec<KeyValue> {
@@ -303,11 +470,21 @@ fn file_metadata(p: &DayPartition, query: &CallQuery, plan: &ExportPlan) -> Vec<
     metadata
 }
 
+/// What became of one day.
 #[derive(Debug)]
-struct DayOutcome {
+enum DayOutcome {
+    Written(Written),
+    /// Another run committed it while this one waited for its claim.
+    CommittedByOther,
+}
+
+#[derive(Debug)]
+struct Written {
     rows: u64,
     bytes: u64,
     pages: u64,
+    requests: u64,
+    out_of_window: u64,
     attempts: u32,
     closed: bool,
 }
@@ -409,7 +586,7 @@ mod tests {
         days: i64,
     ) -> Result<ExportSummary, ExportError> {
         let plan = ExportPlan::new(0, days * DAY, TimeZone::UTC, &[]).expect("plan");
-        let exporter = Exporter::new(Arc::clone(source), Destination::local(dir), options).expect("exporter");
+        let exporter = Exporter::new(Arc::clone(source), Lake::local(dir), options).expect("exporter");
         exporter.run(&plan, &crate::NoProgress).await
     }
 
@@ -530,8 +707,9 @@ mod tests {
         let source =
             Arc::new(FakeSource { calls: calls(1, 150), inflate_always: 1, ..FakeSource::default() });
         let err = export(&source, dir.path(), options(), 1).await.expect_err("inconsistent");
+        let ExportError::DaysFailed { failures, .. } = &err else { panic!("{err}") };
         assert!(
-            matches!(err, ExportError::Inconsistent { expected: 151, received: 150, attempts: 4, .. }),
+            matches!(failures[..], [ExportError::Inconsistent { expected: 151, received: 150, attempts: 4, .. }]),
             "{err}"
         );
         assert!(lake_ids(dir.path()).is_empty());

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use plumline_api::{Client, Credentials};
-use plumline_export::{Destination, ExportOptions, ExportPlan, LakeSummary, summarize_lake};
+use plumline_export::{Lake, ExportOptions, ExportPlan, LakeSummary, summarize_lake};
 use plumline_sim::{DEMO_EMAIL, DEMO_KEY, SimConfig, SimServer};
 
 /// Flags of `plumline demo`.
@@ -47,7 +47,7 @@ async fn demo(server: &SimServer, args: &Args, start: i64, end: i64) -> anyhow::
     let plan = ExportPlan::new(start, end, TimeZone::UTC, &numbers)?;
     let options = ExportOptions { settle: Duration::ZERO, ..ExportOptions::default() };
     let summary =
-        super::export::export(Arc::new(client), Destination::local(&lake), options, &plan, false).await?;
+        super::export::export(Arc::new(client), Lake::local(&lake), options, &plan, false).await?;
     let path = lake.clone();
     let read = tokio::task::spawn_blocking(move || summarize_lake(&path))
         .await

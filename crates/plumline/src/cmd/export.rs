@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use plumline_api::{DEFAULT_LIMIT, PageSource, validate_limit};
 use plumline_export::{
-    Destination, ExportEvent, ExportObserver, ExportOptions, ExportPlan, ExportSummary, Exporter,
+    Lake, ExportEvent, ExportObserver, ExportOptions, ExportPlan, ExportSummary, Exporter,
 };
 
 use crate::args::ApiArgs;
@@ -58,7 +58,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .context("--concurrency must be at least 1: it is the number of API requests in flight")?;
     let (start, end_inclusive) = range.api_window();
     let plan = ExportPlan::new(start, end_inclusive + 1, tz, &args.number)?;
-    let destination = Destination::parse(&args.out)?;
+    let destination = Lake::parse(&args.out)?;
     let client = args.api.client()?;
     let options = ExportOptions {
         concurrency,
@@ -76,7 +76,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 /// Without a terminal, each committed day is logged when `log_days` is set.
 pub async fn export<S: PageSource + 'static>(
     source: Arc<S>,
-    destination: Destination,
+    destination: Lake,
     options: ExportOptions,
     plan: &ExportPlan,
     log_days: bool,
