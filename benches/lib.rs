@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use jiff::tz::TimeZone;
 use plumline_api::{Client, Credentials, RetryPolicy};
-use plumline_export::{Lake, ExportOptions, ExportPlan, ExportSummary, Exporter, NoProgress};
+use plumline_export::{ExportOptions, ExportPlan, ExportSummary, Exporter, Lake, NoProgress};
 use plumline_sim::{DEMO_EMAIL, DEMO_KEY, Faults, SimConfig, SimServer};
 
 /// 2025-01-01T00:00:00Z.
@@ -180,8 +180,8 @@ pub async fn run_export_direct(
     dir: &std::path::Path,
 ) -> Measured {
     let (plan, options) = plan_and_options(scenario);
-    let exporter = Exporter::new(Arc::new(DirectSource(sim.clone())), Lake::local(dir), options)
-        .expect("exporter");
+    let exporter =
+        Exporter::new(Arc::new(DirectSource(sim.clone())), Lake::local(dir), options).expect("exporter");
     let summary = exporter.run(&plan, &NoProgress).await.expect("export succeeds");
     Measured { summary, ideal: Duration::ZERO }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use jiff::tz::TimeZone;
 use plumline_api::{Client, Credentials};
-use plumline_export::{Lake, ExportOptions, ExportPlan, ExportSummary, Exporter, NoProgress};
+use plumline_export::{ExportOptions, ExportPlan, ExportSummary, Exporter, Lake, NoProgress};
 use plumline_sim::{DEMO_EMAIL, DEMO_KEY, SimConfig, SimServer};
 use serde_json::Value;
 

@@ -16,7 +16,7 @@ use object_store::ObjectStoreExt as _;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use plumline_api::{Call, CallType, Client, Credentials, RetryPolicy, WireFormat};
 use plumline_export::{
-    Lake, ExportOptions, ExportPlan, ExportSummary, Exporter, NoProgress, file_name, lake_schema,
+    ExportOptions, ExportPlan, ExportSummary, Exporter, Lake, NoProgress, file_name, lake_schema,
     partition_dir,
 };
 use plumline_sim::{DEMO_EMAIL, DEMO_KEY, Faults, SimConfig, SimServer};
@@ -148,8 +148,7 @@ async fn multi_day_lake_equals_ground_truth_per_number_and_unfiltered() {
     let (start, end) = (JAN_1_2025 + DAY + 6 * 3600, JAN_1_2025 + 4 * DAY + 18 * 3600);
     for numbers in [numbers.clone(), Vec::new()] {
         let plan = ExportPlan::new(start, end, TimeZone::UTC, &numbers).expect("plan");
-        let summary =
-            export(&server, WireFormat::Json, Lake::local(dir.path()), &plan, options(97, 6)).await;
+        let summary = export(&server, WireFormat::Json, Lake::local(dir.path()), &plan, options(97, 6)).await;
         assert_eq!(summary.written, plan.partitions().len());
         assert_lake_matches(dir.path(), &server, &plan);
     }

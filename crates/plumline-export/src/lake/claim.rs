@@ -29,7 +29,7 @@ use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use super::layout::{claim_file, data_file};
+use super::layout::{claim_file, data_file, state_file};
 use super::{BoxFut, Destination, Stage, StageRecorder, Version};
 use crate::error::ExportError;
 use crate::plan::DayPartition;
@@ -59,6 +59,27 @@ fn read_trimmed(path: &str) -> Option<String> {
     std::fs::read_to_string(path).ok().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
 }
 
+/// Eight hex digits naming this machine and boot: the start of every run
+/// token made here, so a temp's name tells whether its run was local.
+pub(crate) fn host_tag() -> &'static str {
+    static TAG: OnceLock<String> = OnceLock::new();
+    TAG.get_or_init(|| {
+        let host = read_trimmed("/proc/sys/kernel/hostname").unwrap_or_default();
+        let boot = read_trimmed("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+        let mut h: u32 = 0x811c_9dc5;
+        for b in host.bytes().chain([0]).chain(boot.bytes()) {
+            h ^= u32::from(b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+        format!("{h:08x}")
+    })
+}
+
+/// Whether the process `pid` of this machine is gone.
+pub(crate) fn process_is_gone(pid: u32) -> bool {
+    !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
 /// Field 22 of `/proc/<pid>/stat`: the process's start time since boot.
 fn process_start(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -80,7 +101,7 @@ impl RunId {
                         .unwrap_or_else(|| "unknown-host".to_owned()),
                     pid,
                     started_at: Timestamp::now().as_second(),
-                    token: format!("r{:016x}", fastrand::u64(..)),
+                    token: format!("r{}{:08x}", host_tag(), fastrand::u32(..)),
                     boot_id: read_trimmed("/proc/sys/kernel/random/boot_id").unwrap_or_default(),
                     process_start: process_start(pid),
                 }
@@ -93,7 +114,11 @@ impl RunId {
     /// process now).
     fn is_gone(&self) -> bool {
         let me = RunId::current();
-        if self.host != me.host || self.boot_id.is_empty() || self.boot_id != me.boot_id || self.token == me.token {
+        if self.host != me.host
+            || self.boot_id.is_empty()
+            || self.boot_id != me.boot_id
+            || self.token == me.token
+        {
             return false;
         }
         match process_start(self.pid) {
@@ -105,7 +130,8 @@ impl RunId {
 
 impl std::fmt::Display for RunId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let started = Timestamp::from_second(self.started_at).map_or_else(|_| self.started_at.to_string(), |t| t.to_string());
+        let started = Timestamp::from_second(self.started_at)
+            .map_or_else(|_| self.started_at.to_string(), |t| t.to_string());
         write!(f, "run {} (host {}, pid {}, started {started})", self.token, self.host, self.pid)
     }
 }
@@ -177,15 +203,12 @@ impl Drop for Claim {
 impl ClaimInner {
     /// Writes `body` over the claim if it is still ours.
     async fn put(&self, state: &mut (Version, ClaimBody)) -> Result<(), ExportError> {
-        match self.dest.replace(&self.rel, state.1.to_bytes(), &state.0).await? {
-            Some(version) => {
-                state.0 = version;
-                Ok(())
-            }
-            None => {
-                self.lost.store(true, Ordering::SeqCst);
-                Err(ExportError::ClaimLost { location: self.location.clone() })
-            }
+        if let Some(version) = self.dest.replace(&self.rel, state.1.to_bytes(), &state.0).await? {
+            state.0 = version;
+            Ok(())
+        } else {
+            self.lost.store(true, Ordering::SeqCst);
+            Err(ExportError::ClaimLost { location: self.location.clone() })
         }
     }
 
@@ -262,14 +285,21 @@ impl Claim {
             // Released, expired, unreadable or dead: take it over, if no
             // other run does so first.
             let Some(version) = dest.replace(&rel, body.to_bytes(), &version).await? else { continue };
-            if let Ok(old) = other {
-                if !old.released {
-                    warn!(day = %p.date(), number = p.number(), holder = %old.run, "took over the claim of a run that is gone or expired");
-                }
+            // A released claim's run finished the day cleanly; only an
+            // expired or dead one may have left stages and temps behind.
+            if let Ok(old) = other
+                && !old.released
+            {
+                warn!(day = %p.date(), number = p.number(), holder = %old.run, "took over the claim of a run that is gone or expired");
                 for stage in &old.stages {
                     dest.discard(stage).await?;
                 }
-                let swept = dest.sweep(&data_file(p), &old.run.token).await?;
+                // Its temps, including small ones it had not recorded (a
+                // claim or state being written when it died).
+                let mut swept = 0;
+                for rel in [data_file(p), claim_file(p), state_file(p)] {
+                    swept += dest.sweep(&rel, &old.run.token).await?;
+                }
                 if swept > 0 || !old.stages.is_empty() {
                     info!(day = %p.date(), stages = old.stages.len(), swept, "removed what the previous run had staged");
                 }
@@ -306,7 +336,9 @@ impl Claim {
                         warn!(claim = %renewing.location, "another run took this claim over; the day will not be committed");
                         return;
                     }
-                    Err(error) => warn!(claim = %renewing.location, error = %plumline_api::error_chain(&error), "could not renew a claim; retrying"),
+                    Err(error) => {
+                        warn!(claim = %renewing.location, error = %plumline_api::error_chain(&error), "could not renew a claim; retrying");
+                    }
                 }
             }
         });

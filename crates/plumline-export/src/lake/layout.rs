@@ -73,7 +73,9 @@ pub(crate) fn temp_name(file: &str, token: &str, seq: u64) -> String {
 
 /// Whether `name` is a temp of the run with `token`.
 pub(crate) fn is_temp_of(name: &str, token: &str) -> bool {
-    name.starts_with('.') && name.ends_with(".tmp") && name.contains(&format!(".{token}-"))
+    name.starts_with('.')
+        && std::path::Path::new(name).extension().is_some_and(|e| e == "tmp")
+        && name.contains(&format!(".{token}-"))
 }
 
 #[cfg(test)]

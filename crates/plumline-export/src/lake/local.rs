@@ -68,7 +68,8 @@ fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, ExportError> {
 /// A sibling temp of `target` for a small object.
 fn small_temp(target: &Path) -> PathBuf {
     let name = target.file_name().and_then(|n| n.to_str()).unwrap_or("object");
-    let token = format!("p{}", std::process::id());
+    // The pid lets a later run of this machine see the writer is gone.
+    let token = format!("{}-p{}", super::RunId::current().token, std::process::id());
     target.with_file_name(temp_name(name, &token, SEQ.fetch_add(1, Ordering::Relaxed)))
 }
 
@@ -230,21 +231,30 @@ impl Destination for LocalDir {
     }
 
     fn sweep(&self, rel: &str, token: &str) -> BoxFut<'_, Result<usize, ExportError>> {
-        let dir = self.path(rel).parent().map(Path::to_path_buf).unwrap_or_else(|| self.root.clone());
+        let target = self.path(rel);
+        let dir = target.parent().map_or_else(|| self.root.clone(), Path::to_path_buf);
+        let own = format!(".{}.", target.file_name().and_then(|n| n.to_str()).unwrap_or_default());
         let token = token.to_owned();
         Box::pin(blocking(move || {
             let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(0) };
             let mut removed = 0;
             for entry in entries.flatten() {
-                if entry.file_name().to_str().is_some_and(|n| is_temp_of(n, &token)) {
+                if entry.file_name().to_str().is_some_and(|n| n.starts_with(&own) && is_temp_of(n, &token)) {
                     match std::fs::remove_file(entry.path()) {
                         Ok(()) => removed += 1,
-                        Err(error) => warn!(path = %entry.path().display(), %error, "cannot remove a dead run's temp"),
+                        Err(error) => {
+                            warn!(path = %entry.path().display(), %error, "cannot remove a dead run's temp");
+                        }
                     }
                 }
             }
             Ok(removed)
         }))
+    }
+
+    fn sweep_stale(&self, dir_rel: &str) -> BoxFut<'_, Result<usize, ExportError>> {
+        let dir = self.path(dir_rel);
+        Box::pin(blocking(move || Ok(sweep_stale_small_temps(&dir))))
     }
 
     fn store(&self) -> Result<(Arc<dyn ObjectStore>, ObjPath), ExportError> {
@@ -257,6 +267,41 @@ impl Destination for LocalDir {
     fn local_root(&self) -> Option<&Path> {
         Some(&self.root)
     }
+}
+
+/// A small object's temp lives for the milliseconds of one write; one this
+/// old belongs to a writer that died, whichever machine it ran on.
+const SMALL_TEMP_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Deletes the small-object temps in `dir` whose writer is gone: older
+/// than [`SMALL_TEMP_MAX_AGE`], or made by a process of this machine that
+/// no longer exists. Returns how many.
+fn sweep_stale_small_temps(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let local = format!("r{}", super::claim::host_tag());
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !(name.starts_with('.') && Path::new(name).extension().is_some_and(|e| e == "tmp")) {
+            continue;
+        }
+        // `.<file>.r<host><rand>-p<pid>-<seq>.tmp`
+        let Some((rest, _seq)) = name.trim_end_matches(".tmp").rsplit_once('-') else { continue };
+        let Some((token, pid)) = rest.rsplit_once("-p") else { continue };
+        let Ok(pid) = pid.parse::<u32>() else { continue };
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > SMALL_TEMP_MAX_AGE));
+        let dead_here = token.rsplit_once('.').is_some_and(|(_, t)| t.starts_with(&local))
+            && pid != std::process::id()
+            && super::claim::process_is_gone(pid);
+        if (old || dead_here) && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// A local temp file that is deleted when dropped unless it was committed.
@@ -311,14 +356,19 @@ impl StagedFile for LocalStaged {
 
     fn finish(&mut self) -> Result<u64, ExportError> {
         self.file.sync_all().map_err(|e| ExportError::io("syncing", self.temp.path(), e))?;
-        Ok(self.file.metadata().map_err(|e| ExportError::io("reading the size of", self.temp.path(), e))?.len())
+        Ok(self
+            .file
+            .metadata()
+            .map_err(|e| ExportError::io("reading the size of", self.temp.path(), e))?
+            .len())
     }
 
     fn commit(self: Box<Self>) -> BoxFut<'static, Result<(), ExportError>> {
         let LocalStaged { file, temp, target, dir } = *self;
         Box::pin(blocking(move || {
             drop(file);
-            std::fs::rename(temp.path(), &target).map_err(|e| ExportError::io("renaming into", &target, e))?;
+            std::fs::rename(temp.path(), &target)
+                .map_err(|e| ExportError::io("renaming into", &target, e))?;
             temp.disarm();
             sync_dir(&dir)
         }))
@@ -348,7 +398,10 @@ mod tests {
         let v2 = lake.replace("_plumline/x.json", Bytes::from_static(b"three"), &v1).await.expect("replace");
         let v2 = v2.expect("replaced");
         // A stale version no longer matches.
-        assert_eq!(lake.replace("_plumline/x.json", Bytes::from_static(b"four"), &v1).await.expect("r"), None);
+        assert_eq!(
+            lake.replace("_plumline/x.json", Bytes::from_static(b"four"), &v1).await.expect("r"),
+            None
+        );
         let (body, version) = lake.read("_plumline/x.json").await.expect("read").expect("present");
         assert_eq!((body.as_ref(), version), (b"three".as_ref(), v2));
         // No temp is left beside it.
@@ -356,7 +409,7 @@ mod tests {
             .expect("list")
             .flatten()
             .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|n| n.ends_with(".tmp"))
+            .filter(|n| Path::new(n).extension().is_some_and(|e| e == "tmp"))
             .collect();
         assert!(names.is_empty(), "{names:?}");
     }

@@ -45,7 +45,7 @@ use jiff::Timestamp;
 use object_store::ObjectStore;
 use object_store::path::Path as ObjPath;
 use serde::{Deserialize, Serialize};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 use url::Url;
 
 pub use claim::RunId;
@@ -137,10 +137,18 @@ pub trait Destination: Send + Sync + fmt::Debug + 'static {
     /// Removes what a dead run staged (a temp file, an unfinished upload).
     fn discard(&self, stage: &Stage) -> BoxFut<'_, Result<(), ExportError>>;
 
-    /// Removes every temp of the run `token` in the folder of `rel` (a
-    /// dead run's temps, including one it had not recorded yet). Object
-    /// stores have no temps.
+    /// Removes the temps of `rel` that the run `token` left (a dead run's,
+    /// including one it had not recorded yet); temps of other files and
+    /// runs are untouched. Object stores have no temps.
     fn sweep(&self, rel: &str, token: &str) -> BoxFut<'_, Result<usize, ExportError>>;
+
+    /// Removes the small-object temps in the folder `dir_rel` whose
+    /// writer died mid-write (a claim or state being written when the
+    /// process was killed). Object stores have none.
+    fn sweep_stale(&self, dir_rel: &str) -> BoxFut<'_, Result<usize, ExportError>> {
+        let _ = dir_rel;
+        Box::pin(async { Ok(0) })
+    }
 
     /// The lake as an object store and the prefix it lives under, for
     /// reading it back.
@@ -172,9 +180,12 @@ pub trait StagedFile: Send + fmt::Debug {
 }
 
 /// Aborts that could not be awaited where they arose (a staged upload
-/// dropped by a cancelled day), run by [`Lake::cleanup`].
+/// dropped by a cancelled day), run by [`Lake::cleanup`]. One list per
+/// process: whoever cleans up aborts them all.
 #[derive(Default)]
 pub(crate) struct PendingAborts(Mutex<Vec<BoxFut<'static, Result<(), ExportError>>>>);
+
+pub(crate) static PENDING_ABORTS: PendingAborts = PendingAborts(Mutex::new(Vec::new()));
 
 impl fmt::Debug for PendingAborts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -201,7 +212,6 @@ impl PendingAborts {
 #[derive(Debug, Clone)]
 pub struct Lake {
     dest: Arc<dyn Destination>,
-    pending: Arc<PendingAborts>,
 }
 
 /// What the state says of a day.
@@ -233,16 +243,15 @@ impl Lake {
             return Ok(Lake::local(dest));
         }
         let Some((store, prefix)) = crate::store::from_url(dest)? else {
-            let url = Url::parse(dest)
-                .map_err(|e| ExportError::InvalidDestination(format!("--out `{dest}` is not a valid URL: {e}")))?;
+            let url = Url::parse(dest).map_err(|e| {
+                ExportError::InvalidDestination(format!("--out `{dest}` is not a valid URL: {e}"))
+            })?;
             let path = url.to_file_path().map_err(|()| {
                 ExportError::InvalidDestination(format!("--out `{dest}` is not a local file:/// URL"))
             })?;
             return Ok(Lake::local(path));
         };
-        let pending = Arc::new(PendingAborts::default());
-        let dest = ObjectPrefix::new(store, prefix, dest.trim_end_matches('/'), Arc::clone(&pending));
-        Ok(Lake { dest: Arc::new(dest), pending })
+        Ok(Lake::new(Arc::new(ObjectPrefix::new(store, prefix, dest.trim_end_matches('/')))))
     }
 
     /// A local directory (created if missing).
@@ -253,16 +262,18 @@ impl Lake {
 
     /// A prefix in an object store; `display` names it in messages.
     #[must_use]
-    pub fn object_store(store: Arc<dyn LakeObjectStore>, prefix: ObjPath, display: impl Into<String>) -> Self {
-        let pending = Arc::new(PendingAborts::default());
-        let dest = ObjectPrefix::new(store, prefix, display, Arc::clone(&pending));
-        Lake { dest: Arc::new(dest), pending }
+    pub fn object_store(
+        store: Arc<dyn LakeObjectStore>,
+        prefix: ObjPath,
+        display: impl Into<String>,
+    ) -> Self {
+        Lake::new(Arc::new(ObjectPrefix::new(store, prefix, display)))
     }
 
     /// A lake over any destination.
     #[must_use]
     pub fn new(dest: Arc<dyn Destination>) -> Self {
-        Lake { dest, pending: Arc::new(PendingAborts::default()) }
+        Lake { dest }
     }
 
     /// How the destination is named in messages.
@@ -301,7 +312,7 @@ impl Lake {
     /// # Cancel safety
     /// Dropping the future leaves the remaining aborts undone.
     pub async fn cleanup(&self) {
-        let pending = self.pending.take();
+        let pending = PENDING_ABORTS.take();
         if pending.is_empty() {
             return;
         }
@@ -318,6 +329,24 @@ impl Lake {
     ///
     /// # Errors
     /// [`ExportError::TimeZoneMismatch`] if the lake records another zone.
+    /// Removes what killed runs left of small writes in the state folders
+    /// of `slugs` (see [`Destination::sweep_stale`]).
+    pub(crate) async fn sweep_stale(
+        &self,
+        slugs: impl IntoIterator<Item = String>,
+    ) -> Result<(), ExportError> {
+        let mut removed = self.dest.sweep_stale(STATE_DIR).await?;
+        for slug in slugs {
+            for kind in ["claims", "days"] {
+                removed += self.dest.sweep_stale(&format!("{STATE_DIR}/{kind}/{slug}")).await?;
+            }
+        }
+        if removed > 0 {
+            info!(removed, "removed temp files that killed runs left");
+        }
+        Ok(())
+    }
+
     pub(crate) async fn check_tz(&self, tz: &str) -> Result<(), ExportError> {
         let info = LakeInfo {
             tz: tz.to_owned(),
@@ -385,7 +414,9 @@ impl Lake {
         let location = self.location(&rel);
         let perr = |source| ExportError::Parquet { action: "reading", location: location.clone(), source };
         if size < 12 {
-            return Err(perr(parquet::errors::ParquetError::General(format!("{size} bytes is no parquet file"))));
+            return Err(perr(parquet::errors::ParquetError::General(format!(
+                "{size} bytes is no parquet file"
+            ))));
         }
         let tail = self.dest.read_range(&rel, size - 8..size).await?;
         if tail.len() != 8 || &tail[4..] != b"PAR1" {
@@ -396,12 +427,17 @@ impl Lake {
             return Err(perr(parquet::errors::ParquetError::General("footer longer than the file".into())));
         }
         let footer = self.dest.read_range(&rel, size - 8 - len..size - 8).await?;
-        let metadata = parquet::file::metadata::ParquetMetaDataReader::decode_metadata(&footer).map_err(perr)?;
+        let metadata =
+            parquet::file::metadata::ParquetMetaDataReader::decode_metadata(&footer).map_err(perr)?;
         Ok(Some(u64::try_from(metadata.file_metadata().num_rows()).unwrap_or(0)))
     }
 
     /// Stages the day's file under `claim`.
-    pub(crate) async fn stage(&self, p: &DayPartition, claim: &Claim) -> Result<Box<dyn StagedFile>, ExportError> {
+    pub(crate) async fn stage(
+        &self,
+        p: &DayPartition,
+        claim: &Claim,
+    ) -> Result<Box<dyn StagedFile>, ExportError> {
         self.dest.stage(&layout::data_file(p), claim.token(), claim.recorder()).await
     }
 

@@ -18,7 +18,7 @@ use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt as _, PutMode, PutOptions, PutPayload, UpdateVersion};
 use tracing::debug;
 
-use super::{BoxFut, Destination, PendingAborts, Stage, StageRecorder, StagedFile, Version};
+use super::{BoxFut, Destination, PENDING_ABORTS, Stage, StageRecorder, StagedFile, Version};
 use crate::error::ExportError;
 
 /// Size of each part of a multipart upload (stores require at least 5 MiB
@@ -37,18 +37,14 @@ pub struct ObjectPrefix {
     store: Arc<dyn LakeObjectStore>,
     prefix: ObjPath,
     display: String,
-    pending: Arc<PendingAborts>,
     part_bytes: usize,
 }
 
 impl ObjectPrefix {
-    pub(crate) fn new(
-        store: Arc<dyn LakeObjectStore>,
-        prefix: ObjPath,
-        display: impl Into<String>,
-        pending: Arc<PendingAborts>,
-    ) -> Self {
-        ObjectPrefix { store, prefix, display: display.into(), pending, part_bytes: PART_BYTES }
+    /// The lake under `prefix` of `store`; `display` names it in messages.
+    #[must_use]
+    pub fn new(store: Arc<dyn LakeObjectStore>, prefix: ObjPath, display: impl Into<String>) -> Self {
+        ObjectPrefix { store, prefix, display: display.into(), part_bytes: PART_BYTES }
     }
 
     fn path(&self, rel: &str) -> ObjPath {
@@ -59,8 +55,10 @@ impl ObjectPrefix {
         format!("{}/{rel}", self.display)
     }
 
-    #[cfg(test)]
-    pub(crate) fn with_part_bytes(mut self, part_bytes: usize) -> Self {
+    /// Parts of `part_bytes` instead of 8 MiB (stores require at least
+    /// 5 MiB but for the last part; tests with the in-memory store use less).
+    #[must_use]
+    pub fn with_part_bytes(mut self, part_bytes: usize) -> Self {
         self.part_bytes = part_bytes;
         self
     }
@@ -119,7 +117,9 @@ impl Destination for ObjectPrefix {
             let opts = PutOptions { mode: PutMode::Update(version), ..PutOptions::default() };
             match self.store.put_opts(&path, PutPayload::from(body), opts).await {
                 Ok(put) => version_of(put.e_tag, &location).map(Some),
-                Err(object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. }) => Ok(None),
+                Err(object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. }) => {
+                    Ok(None)
+                }
                 Err(e) => Err(ExportError::store("replacing", location, e)),
             }
         })
@@ -167,7 +167,6 @@ impl Destination for ObjectPrefix {
             location: self.location(rel),
             runtime: tokio::runtime::Handle::current(),
             record,
-            pending: Arc::clone(&self.pending),
             part_bytes: self.part_bytes,
             buf: Vec::new(),
             upload: None,
@@ -210,7 +209,6 @@ struct ObjectStaged {
     location: String,
     runtime: tokio::runtime::Handle,
     record: StageRecorder,
-    pending: Arc<PendingAborts>,
     part_bytes: usize,
     buf: Vec<u8>,
     /// The upload's id and its parts so far, once the file outgrew a part.
@@ -248,6 +246,7 @@ impl ObjectStaged {
             .block_on(self.store.put_part(&self.path, id, parts.len(), payload))
             .map_err(|e| ExportError::store("uploading a part of", &self.location, e))?;
         parts.push(part);
+        crate::failpoint::hit("part-uploaded");
         self.buf = Vec::with_capacity(self.part_bytes.min(1 << 20));
         Ok(())
     }
@@ -317,7 +316,113 @@ impl Drop for ObjectStaged {
     fn drop(&mut self) {
         // Abandoned mid-way (a cancelled day): the lake's cleanup aborts it.
         if let Some(abort) = self.abort_upload() {
-            self.pending.push(abort);
+            PENDING_ABORTS.push(abort);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use object_store::memory::InMemory;
+
+    use super::*;
+    use crate::lake::Lake;
+
+    fn recorder(log: &Arc<Mutex<Vec<Stage>>>) -> StageRecorder {
+        let log = Arc::clone(log);
+        Arc::new(move |stage| {
+            log.lock().expect("log").push(stage);
+            Box::pin(async { Ok(()) })
+        })
+    }
+
+    /// Stages `len` bytes of `rel` through the blocking writer path.
+    async fn stage_bytes(
+        dest: &Arc<ObjectPrefix>,
+        rel: &str,
+        len: usize,
+        log: &Arc<Mutex<Vec<Stage>>>,
+    ) -> Box<dyn StagedFile> {
+        let mut staged = dest.stage(rel, "rtest", recorder(log)).await.expect("stage");
+        tokio::task::spawn_blocking(move || {
+            let body: Vec<u8> = (0..len).map(|i| u8::try_from(i % 251).expect("byte")).collect();
+            for chunk in body.chunks(1000) {
+                staged.write_all(chunk).expect("write");
+            }
+            staged.finish().expect("finish");
+            staged
+        })
+        .await
+        .expect("writer")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn files_stream_up_in_parts_recorded_before_the_first() {
+        let store = Arc::new(InMemory::new());
+        let dest = Arc::new(
+            ObjectPrefix::new(
+                Arc::clone(&store) as Arc<dyn LakeObjectStore>,
+                ObjPath::from("lake"),
+                "mem://lake",
+            )
+            .with_part_bytes(4096),
+        );
+        for (rel, len, uploads) in
+            [("date=2025-01-01/small.parquet", 3000, 0), ("date=2025-01-01/big.parquet", 10_500, 1)]
+        {
+            let log = Arc::new(Mutex::new(Vec::new()));
+            let staged = stage_bytes(&dest, rel, len, &log).await;
+            assert!(dest.size(rel).await.expect("head").is_none(), "{rel}: visible before its commit");
+            staged.commit().await.expect("commit");
+            let got = store.get(&dest.path(rel)).await.expect("get").bytes().await.expect("body");
+            let want: Vec<u8> = (0..len).map(|i| u8::try_from(i % 251).expect("byte")).collect();
+            assert_eq!(got.as_ref(), want.as_slice(), "{rel}");
+            let recorded = log.lock().expect("log").clone();
+            assert_eq!(recorded.len(), uploads, "{rel}: {recorded:?}");
+            assert!(
+                recorded.iter().all(|s| matches!(s, Stage::Upload { path, .. } if path == rel)),
+                "{recorded:?}"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn abandoned_and_dead_uploads_are_aborted() {
+        let store = Arc::new(InMemory::new());
+        let dest = Arc::new(
+            ObjectPrefix::new(
+                Arc::clone(&store) as Arc<dyn LakeObjectStore>,
+                ObjPath::from("lake"),
+                "mem://lake",
+            )
+            .with_part_bytes(4096),
+        );
+        let upload_id = |log: &Arc<Mutex<Vec<Stage>>>| match log.lock().expect("log").first() {
+            Some(Stage::Upload { id, .. }) => id.clone(),
+            other => panic!("no upload recorded: {other:?}"),
+        };
+        let alive = |id: String, rel: &'static str| {
+            let (store, path) = (Arc::clone(&store), dest.path(rel));
+            async move { store.put_part(&path, &id, 99, PutPayload::from_static(b"x")).await.is_ok() }
+        };
+        // Dropped mid-way (a cancelled day): the lake's cleanup aborts it.
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let staged = stage_bytes(&dest, "a.parquet", 9000, &log).await;
+        let id = upload_id(&log);
+        assert!(alive(id.clone(), "a.parquet").await, "the upload exists while staged");
+        drop(staged);
+        Lake::new(Arc::clone(&dest) as Arc<dyn Destination>).cleanup().await;
+        assert!(!alive(id, "a.parquet").await, "a dropped upload was not aborted");
+        // Recorded by a run that died: a later run discards it by id.
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let staged = stage_bytes(&dest, "b.parquet", 9000, &log).await;
+        let id = upload_id(&log);
+        std::mem::forget(staged);
+        let stage = log.lock().expect("log")[0].clone();
+        dest.discard(&stage).await.expect("discard");
+        assert!(!alive(id, "b.parquet").await, "a dead run's upload was not aborted");
+        assert!(store.head(&dest.path("b.parquet")).await.is_err(), "nothing became visible");
     }
 }

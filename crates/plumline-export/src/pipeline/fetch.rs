@@ -55,7 +55,7 @@ impl<S: PageSource + 'static> Exporter<S> {
         let mut attempt = 1;
         let read = loop {
             let mut sink = self.open_sink(p, claim, properties, location).await?;
-            let fetched = match self.fetch_day(&day, &query, &mut sink, permits, observer).await {
+            let fetched = match self.fetch_day(&day, query, &mut sink, permits, observer).await {
                 Ok(fetched) => fetched,
                 Err(e) => {
                     sink.abort().await;

@@ -127,11 +127,7 @@ impl<S: PageSource + 'static> Exporter<S> {
     /// # Errors
     /// [`ExportError::InvalidPlan`] for a page size outside 1..=10000 or a
     /// day attempt count of 0.
-    pub fn new(
-        source: Arc<S>,
-        lake: Lake,
-        options: ExportOptions,
-    ) -> Result<Self, ExportError> {
+    pub fn new(source: Arc<S>, lake: Lake, options: ExportOptions) -> Result<Self, ExportError> {
         validate_limit(options.page_size).map_err(|e| ExportError::InvalidPlan(e.to_string()))?;
         if options.max_day_attempts == 0 {
             return Err(ExportError::InvalidPlan("max_day_attempts must be at least 1".into()));
@@ -208,6 +204,9 @@ impl<S: PageSource + 'static> Exporter<S> {
         let settle = i64::try_from(self.options.settle.as_secs()).unwrap_or(i64::MAX);
         // Before anything is written: a lake is cut in one zone.
         self.lake.check_tz(plan.tz_name()).await?;
+        let slugs: std::collections::BTreeSet<String> =
+            plan.partitions().iter().map(|p| crate::lake::number_slug(p.number())).collect();
+        self.lake.sweep_stale(slugs).await?;
 
         let mut summary = ExportSummary {
             partitions: plan.partitions().len(),
@@ -215,27 +214,7 @@ impl<S: PageSource + 'static> Exporter<S> {
             widened: plan.widened().to_vec(),
             ..ExportSummary::default()
         };
-        let mut todo = Vec::new();
-        let states: Vec<(&DayPartition, Committed)> = stream::iter(plan.partitions())
-            .map(|p| async move {
-                if self.options.overwrite {
-                    return Ok((p, Committed::No));
-                }
-                self.lake.committed(p, plan.tz_name()).await.map(|s| (p, s))
-            })
-            .buffered(16)
-            .try_collect()
-            .await?;
-        for (p, state) in states {
-            match state {
-                Committed::Yes(s) if s.closed => {
-                    debug!(day = %p.date(), number = p.number(), "already committed, skipping");
-                    summary.skipped += 1;
-                    summary.skipped_days.push(day_ref(p));
-                }
-                _ => todo.push(p),
-            }
-        }
+        let todo = self.days_to_do(plan, &mut summary).await?;
         observer.on_event(&ExportEvent::Planned { partitions: summary.partitions, skipped: summary.skipped });
         debug!(
             destination = %self.lake.display(),
@@ -308,6 +287,37 @@ impl<S: PageSource + 'static> Exporter<S> {
         }
     }
 
+    /// The partitions this run must write: all but those committed and
+    /// closed (unless overwriting); the skipped ones go into `summary`.
+    async fn days_to_do<'p>(
+        &self,
+        plan: &'p ExportPlan,
+        summary: &mut ExportSummary,
+    ) -> Result<Vec<&'p DayPartition>, ExportError> {
+        let mut todo = Vec::new();
+        let states: Vec<(&DayPartition, Committed)> = stream::iter(plan.partitions())
+            .map(|p| async move {
+                if self.options.overwrite {
+                    return Ok((p, Committed::No));
+                }
+                self.lake.committed(p, plan.tz_name()).await.map(|s| (p, s))
+            })
+            .buffered(16)
+            .try_collect()
+            .await?;
+        for (p, state) in states {
+            match state {
+                Committed::Yes(s) if s.closed => {
+                    debug!(day = %p.date(), number = p.number(), "already committed, skipping");
+                    summary.skipped += 1;
+                    summary.skipped_days.push(day_ref(p));
+                }
+                _ => todo.push(p),
+            }
+        }
+        Ok(todo)
+    }
+
     /// A fresh writer for one attempt at a day, staged under its claim.
     async fn open_sink(
         &self,
@@ -337,7 +347,9 @@ impl<S: PageSource + 'static> Exporter<S> {
                 holder: holder.to_string(),
             });
         };
-        let claim = Claim::acquire(self.lake.destination(), p, &self.run, self.claim_settings(), &on_wait).await?;
+        let claim =
+            Claim::acquire(self.lake.destination(), p, &self.run, self.claim_settings(), &on_wait).await?;
+        crate::failpoint::hit("claimed");
         let result = self.export_claimed(p, &claim, plan, now, settle, permits, observer).await;
         claim.release().await;
         result
@@ -369,6 +381,7 @@ impl<S: PageSource + 'static> Exporter<S> {
         let read = self.read_day(p, claim, &query, closed, &properties, &location, permits, observer).await?;
         let (sink, fetched, pages, attempt) = (read.sink, read.fetch, read.pages, read.attempts);
         let encoded = sink.finish().await?;
+        crate::failpoint::hit("staged");
         let (rows, bytes) = (encoded.rows, encoded.bytes);
         if !self.options.allow_shrink
             && let Some(current) = self.current_rows(p).await?
@@ -385,6 +398,7 @@ impl<S: PageSource + 'static> Exporter<S> {
         // Still ours for a whole lease: no other run can have taken it over.
         claim.confirm().await?;
         encoded.staged.commit().await?;
+        crate::failpoint::hit("committed");
         let state = DayState {
             tool_version: TOOL_VERSION.to_owned(),
             date: p.date().to_string(),
@@ -400,6 +414,7 @@ impl<S: PageSource + 'static> Exporter<S> {
             committed_at: Timestamp::now().as_second(),
         };
         self.lake.write_state(p, &state).await?;
+        crate::failpoint::hit("recorded");
         debug!(rows, bytes, closed, attempts = attempt, "day committed");
         observer.on_event(&ExportEvent::DayCommitted {
             day: p.date(),
@@ -440,7 +455,10 @@ impl<S: PageSource + 'static> Exporter<S> {
 fn is_lake_wide(e: &ExportError) -> bool {
     match e {
         ExportError::Api { source, .. } => {
-            matches!(source, ApiError::Unauthorized { .. } | ApiError::InvalidConfig(_) | ApiError::MethodNotAllowed)
+            matches!(
+                source,
+                ApiError::Unauthorized { .. } | ApiError::InvalidConfig(_) | ApiError::MethodNotAllowed
+            )
         }
         ExportError::InvalidPlan(_)
         | ExportError::InvalidDestination(_)
@@ -709,7 +727,10 @@ mod tests {
         let err = export(&source, dir.path(), options(), 1).await.expect_err("inconsistent");
         let ExportError::DaysFailed { failures, .. } = &err else { panic!("{err}") };
         assert!(
-            matches!(failures[..], [ExportError::Inconsistent { expected: 151, received: 150, attempts: 4, .. }]),
+            matches!(
+                failures[..],
+                [ExportError::Inconsistent { expected: 151, received: 150, attempts: 4, .. }]
+            ),
             "{err}"
         );
         assert!(lake_ids(dir.path()).is_empty());

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use plumline_api::{Client, Credentials};
-use plumline_export::{Lake, ExportOptions, ExportPlan, LakeSummary, summarize_lake};
+use plumline_export::{ExportOptions, ExportPlan, Lake, LakeSummary, summarize_lake};
 use plumline_sim::{DEMO_EMAIL, DEMO_KEY, SimConfig, SimServer};
 
 /// Flags of `plumline demo`.
@@ -46,8 +46,7 @@ async fn demo(server: &SimServer, args: &Args, start: i64, end: i64) -> anyhow::
     let client = Client::builder(server.base_url(), Credentials::new(DEMO_EMAIL, DEMO_KEY)).build()?;
     let plan = ExportPlan::new(start, end, TimeZone::UTC, &numbers)?;
     let options = ExportOptions { settle: Duration::ZERO, ..ExportOptions::default() };
-    let summary =
-        super::export::export(Arc::new(client), Lake::local(&lake), options, &plan, false).await?;
+    let summary = super::export::export(Arc::new(client), Lake::local(&lake), options, &plan, false).await?;
     let path = lake.clone();
     let read = tokio::task::spawn_blocking(move || summarize_lake(&path))
         .await

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use plumline_api::{DEFAULT_LIMIT, PageSource, validate_limit};
 use plumline_export::{
-    Lake, ExportEvent, ExportObserver, ExportOptions, ExportPlan, ExportSummary, Exporter,
+    ExportEvent, ExportObserver, ExportOptions, ExportPlan, ExportSummary, Exporter, Lake,
 };
 
 use crate::args::ApiArgs;
@@ -47,6 +47,20 @@ pub struct Args {
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration, value_name = "DURATION")]
     settle: Duration,
 
+    /// Let a re-export replace a committed day with fewer calls (after the vendor purged old
+    /// records, say). Without it such a day is kept and the run fails naming it.
+    #[arg(long)]
+    allow_shrink: bool,
+
+    /// How long this run's claim on a day lives without renewal; another run takes over an
+    /// expired claim. Must exceed the clock skew between machines writing one lake.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    claim_lease: Duration,
+
+    /// How long to wait for another run's claim on a day before failing that day.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    claim_wait: Duration,
+
     #[command(flatten)]
     api: ApiArgs,
 }
@@ -65,6 +79,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         page_size: args.page_size,
         overwrite: args.overwrite,
         settle: args.settle,
+        allow_shrink: args.allow_shrink,
+        claim_lease: args.claim_lease,
+        claim_wait: args.claim_wait,
         ..ExportOptions::default()
     };
     let summary = export(Arc::new(client), destination, options, &plan, true).await?;
@@ -84,7 +101,8 @@ pub async fn export<S: PageSource + 'static>(
     let display = destination.display().to_owned();
     let exporter = Exporter::new(source, destination, options)?;
     let progress = Progress::new(log_days);
-    let result = exporter.run(plan, &progress).await;
+    // Ctrl-C and SIGTERM stop the run, and its unfinished uploads are aborted before the runtime ends.
+    let result = exporter.run_until(plan, &progress, crate::signal::shutdown()).await;
     progress.finish();
     result.map_err(|e| {
         let hint = if e.is_transient() {
