@@ -40,9 +40,10 @@ fn snapshot(root: &Path) -> BTreeMap<String, Vec<u8>> {
 /// Data files only, and no temp anywhere.
 fn data_files(root: &Path) -> BTreeMap<String, Vec<u8>> {
     let all = all_files(root);
-    let temps: Vec<&String> = all.keys().filter(|k| k.ends_with(".tmp")).collect();
+    let temps: Vec<&String> =
+        all.keys().filter(|k| Path::new(k).extension().is_some_and(|e| e == "tmp")).collect();
     assert!(temps.is_empty(), "temps remain under {}: {temps:?}", root.display());
-    all.into_iter().filter(|(k, _)| k.ends_with(".parquet")).collect()
+    all.into_iter().filter(|(k, _)| Path::new(k).extension().is_some_and(|e| e == "parquet")).collect()
 }
 
 fn config() -> SimConfig {
