@@ -34,8 +34,8 @@ mod store;
 pub use batch::{calls_to_batch, lake_schema};
 pub use error::ExportError;
 pub use lake::{
-    BoxFut, DayState, Destination, Lake, LakeInfo, LakeObjectStore, LocalDir, ObjectPrefix, RunId, STATE_DIR,
-    Stage, StageRecorder, StagedFile, Version, file_name, number_slug, partition_dir,
+    BoxFut, DayState, Destination, Lake, LakeInfo, LakeObjectStore, LakeOptions, LocalDir, ObjectPrefix,
+    RunId, STATE_DIR, Stage, StageRecorder, StagedFile, Version, file_name, number_slug, partition_dir,
 };
 pub use pipeline::{ExportOptions, Exporter, TOOL_VERSION};
 pub use plan::{DayPartition, ExportPlan};

@@ -206,6 +206,24 @@ impl PendingAborts {
     }
 }
 
+/// How a lake is opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LakeOptions {
+    /// Bytes of each part of an object-store multipart upload (8 MiB by
+    /// default; stores require at least 5 MiB for all but the last part).
+    /// A day's upload buffers at most one part.
+    pub upload_part_bytes: std::num::NonZeroUsize,
+}
+
+impl Default for LakeOptions {
+    fn default() -> Self {
+        LakeOptions {
+            upload_part_bytes: std::num::NonZeroUsize::new(object::PART_BYTES)
+                .unwrap_or(std::num::NonZeroUsize::MIN),
+        }
+    }
+}
+
 /// A lake: a [`Destination`] and the protocols over it.
 ///
 /// Cheap to clone.
@@ -235,6 +253,14 @@ impl Lake {
     /// [`ExportError::InvalidDestination`] for an unsupported scheme, a URL
     /// without a bucket, or a store that cannot be configured.
     pub fn parse(dest: &str) -> Result<Self, ExportError> {
+        Lake::parse_with(dest, &LakeOptions::default())
+    }
+
+    /// [`Lake::parse`] with options.
+    ///
+    /// # Errors
+    /// As [`Lake::parse`].
+    pub fn parse_with(dest: &str, options: &LakeOptions) -> Result<Self, ExportError> {
         let dest = dest.trim();
         if dest.is_empty() {
             return Err(ExportError::InvalidDestination("--out is empty: pass a directory or a URL".into()));
@@ -251,7 +277,9 @@ impl Lake {
             })?;
             return Ok(Lake::local(path));
         };
-        Ok(Lake::new(Arc::new(ObjectPrefix::new(store, prefix, dest.trim_end_matches('/')))))
+        let prefix = ObjectPrefix::new(store, prefix, dest.trim_end_matches('/'))
+            .with_part_bytes(options.upload_part_bytes.get());
+        Ok(Lake::new(Arc::new(prefix)))
     }
 
     /// A local directory (created if missing).

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use plumline_api::{DEFAULT_LIMIT, PageSource, validate_limit};
 use plumline_export::{
-    ExportEvent, ExportObserver, ExportOptions, ExportPlan, ExportSummary, Exporter, Lake,
+    ExportEvent, ExportObserver, ExportOptions, ExportPlan, ExportSummary, Exporter, Lake, LakeOptions,
 };
 
 use crate::args::ApiArgs;
@@ -61,6 +61,11 @@ pub struct Args {
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration, value_name = "DURATION")]
     claim_wait: Duration,
 
+    /// Bytes of each part of an object-store multipart upload (stores require at least 5 MiB
+    /// for all but the last part); a day's upload holds at most one part in memory.
+    #[arg(long, default_value_t = NonZeroUsize::new(8 << 20).unwrap_or(NonZeroUsize::MIN), value_name = "BYTES")]
+    upload_part_bytes: NonZeroUsize,
+
     #[command(flatten)]
     api: ApiArgs,
 }
@@ -72,7 +77,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .context("--concurrency must be at least 1: it is the number of API requests in flight")?;
     let (start, end_inclusive) = range.api_window();
     let plan = ExportPlan::new(start, end_inclusive + 1, tz, &args.number)?;
-    let destination = Lake::parse(&args.out)?;
+    let destination =
+        Lake::parse_with(&args.out, &LakeOptions { upload_part_bytes: args.upload_part_bytes })?;
     let client = args.api.client()?;
     let options = ExportOptions {
         concurrency,
