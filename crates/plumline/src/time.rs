@@ -18,7 +18,12 @@ const FORMS: &str = "use YYYY-MM-DD, RFC 3339 (2026-11-01T00:00:00Z), UNIX secon
                      now, today, yesterday, or an offset into the past such as -36h or -7d";
 
 /// Resolves a `--tz` value (IANA name such as `Europe/Berlin`, or `UTC`).
-pub fn parse_tz(name: &str) -> Result<TimeZone, String> {
+pub fn parse_tz(name: &str) -> anyhow::Result<TimeZone> {
+    tz_value(name).map_err(anyhow::Error::msg)
+}
+
+/// Clap's parser of `--tz`.
+pub fn tz_value(name: &str) -> Result<TimeZone, String> {
     TimeZone::get(name).map_err(|_| {
         format!("unknown time zone `{name}`: use an IANA name such as UTC, Europe/Berlin or America/New_York")
     })
@@ -134,7 +139,8 @@ fn parse_ago(rest: &str) -> Option<TimeArg> {
 /// Ranges of the date and time fields are left to jiff.
 fn check_rfc3339(v: &str) -> Result<(), &'static str> {
     let b = v.as_bytes();
-    let digits = |range: std::ops::Range<usize>| b.get(range).is_some_and(|s| s.iter().all(u8::is_ascii_digit));
+    let digits =
+        |range: std::ops::Range<usize>| b.get(range).is_some_and(|s| s.iter().all(u8::is_ascii_digit));
     let at = |i: usize, c: u8| b.get(i) == Some(&c);
     if !(digits(0..4) && at(4, b'-') && digits(5..7) && at(7, b'-') && digits(8..10)) {
         return Err("the date must be YYYY-MM-DD");
@@ -187,7 +193,7 @@ impl clap::builder::TypedValueParser for TimeArgParser {
             clap::Error::raw(clap::error::ErrorKind::InvalidUtf8, format!("cannot read {flag}: not UTF-8\n"))
         })?;
         TimeArg::parse(text).map_err(|why| {
-            clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("cannot read {flag} {why}\n"))
+            clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("cannot read {flag}: {why}\n"))
         })
     }
 }
@@ -205,7 +211,7 @@ pub struct RangeArgs {
     pub end: TimeArg,
 
     /// Time zone (IANA name) of dates, of printed times, and of the calendar days that make partitions.
-    #[arg(long, default_value = "UTC", value_name = "ZONE", value_parser = parse_tz)]
+    #[arg(long, default_value = "UTC", value_name = "ZONE", value_parser = tz_value)]
     pub tz: TimeZone,
 
     /// The instant relative times (now, today, -7d, …) count from, instead of the clock: an
@@ -242,6 +248,14 @@ pub struct TimeRange {
 }
 
 impl TimeRange {
+    /// Parses `--start` and `--end` given as text, relative to the clock.
+    pub fn parse(start: &str, end: &str, tz: &TimeZone) -> anyhow::Result<Self> {
+        let arg = |v: &str, flag: &str| {
+            TimeArg::parse(v).map_err(|why| anyhow::anyhow!("cannot read {flag}: {why}"))
+        };
+        Self::resolve(arg(start, "--start")?, arg(end, "--end")?, tz, Timestamp::now())
+    }
+
     /// Resolves `--start` and `--end` and checks `start < end`.
     pub fn resolve(start: TimeArg, end: TimeArg, tz: &TimeZone, now: Timestamp) -> anyhow::Result<Self> {
         let start_ts = start.resolve(tz, now).context("cannot read --start")?;
