@@ -273,3 +273,70 @@ async fn help_shows_exit_codes_and_keeps_global_flags_apart() {
     let verify = run_ok(bare(&["verify", "--help"])).await;
     assert!(verify.contains("0  every day matches") && verify.contains("--repair"), "{verify}");
 }
+
+/// The commands of the deploy examples, as a list of argument lists.
+fn deploy_commands(root: &Path) -> Vec<(String, Vec<String>)> {
+    let mut commands = Vec::new();
+    let unit =
+        std::fs::read_to_string(root.join("deploy/systemd/plumline-daily-export.service")).expect("unit");
+    let joined = unit.replace("\\\n", " ");
+    for line in joined.lines().filter_map(|l| l.strip_prefix("ExecStart=")) {
+        let words: Vec<String> = line.split_whitespace().skip(1).map(str::to_owned).collect();
+        commands.push(("systemd".to_owned(), words));
+    }
+    let cronjob =
+        std::fs::read_to_string(root.join("deploy/kubernetes/daily-export-cronjob.yaml")).expect("yaml");
+    let mut current: Option<Vec<String>> = None;
+    for line in cronjob.lines().map(str::trim) {
+        if line == "args:" {
+            current = Some(Vec::new());
+        } else if let (Some(args), Some(word)) = (current.as_mut(), line.strip_prefix("- ")) {
+            args.push(word.to_owned());
+        } else if let Some(args) = current.take() {
+            commands.push(("kubernetes".to_owned(), args));
+        }
+    }
+    commands
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_deploy_examples_run_as_written() {
+    let server = sim(SimConfig::default().with_calls_per_day(60.0)).await;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let commands = deploy_commands(&root);
+    let kinds: Vec<(&str, &str)> = commands.iter().map(|(k, a)| (k.as_str(), a[0].as_str())).collect();
+    assert_eq!(
+        kinds,
+        [("systemd", "export"), ("systemd", "verify"), ("kubernetes", "export"), ("kubernetes", "verify")]
+    );
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for (kind, args) in commands {
+        let lake = tmp.path().join(&kind);
+        let lake = lake.to_str().expect("utf-8");
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| {
+                a.replace("${PLUMLINE_TZ}", "UTC")
+                    .replace("/var/lib/plumline", lake)
+                    .replace("s3://example-call-lake/plumline", &format!("{lake}/lake"))
+                    .replace("/summary", lake)
+            })
+            .collect();
+        let mut cmd = plumline(&server);
+        // Inside the simulator's month. At midnight `-7d` is a day's edge; at
+        // the schedule's 05:30 the export widens it to one (see the contract).
+        cmd.args(&args).args(["--now", "2025-01-20T00:00:00Z"]);
+        let out = run_ok(cmd).await;
+        if args[0] == "verify" && args.iter().any(|a| a == "--output=json") {
+            let report: serde_json::Value = serde_json::from_str(&out).expect("json");
+            assert_eq!(report["complete"], true, "{report}");
+            assert_eq!(report["days"].as_array().map(Vec::len), Some(7), "{report}");
+            assert_eq!(
+                (&report["first_day"], &report["last_day"]),
+                (&"2025-01-13".into(), &"2025-01-19".into())
+            );
+        }
+    }
+    assert!(tmp.path().join("systemd/last-export.json").is_file());
+    server.shutdown().await;
+}
