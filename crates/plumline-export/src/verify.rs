@@ -650,6 +650,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_object_store_lake_under_a_prefix_verifies() {
+        let sim = sim(SimConfig::default().with_calls_per_day(100.0));
+        let numbers = sim.0.numbers().to_vec();
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let lake =
+            Destination::object_store(Arc::clone(&store), ObjPath::from("lakes/calls"), "mem://lakes/calls");
+        let plan = plan(&numbers[..2], TimeZone::UTC);
+        let options = ExportOptions { settle: std::time::Duration::ZERO, ..ExportOptions::default() };
+        Exporter::new(Arc::clone(&sim), lake.clone(), options)
+            .expect("exporter")
+            .run(&plan, &NoProgress)
+            .await
+            .expect("export");
+        let verifier = LakeVerifier::new(Arc::clone(&sim), lake, VerifyOptions::default());
+        let report = verifier.verify(&plan).await.expect("verify");
+        assert!(report.all_match(), "{report:#?}");
+        assert_eq!(report.days.len(), 6);
+        assert!(report.days.iter().all(|d| d.lake_rows.is_some_and(|r| r > 0)), "{report:#?}");
+        assert!(report.untracked_files.is_empty() && report.state_mismatches.is_empty(), "{report:#?}");
+        // Drop one state object: its file is now untracked.
+        let state =
+            format!("lakes/calls/{STATE_DIR}/days/{}/2025-01-04.json", number_slug(Some(&numbers[1])));
+        store.delete(&ObjPath::from(state.as_str())).await.expect("delete");
+        let report = verifier.verify(&plan).await.expect("verify");
+        assert!(report.all_match());
+        assert_eq!(
+            report.untracked_files.iter().map(|f| f.file.as_str()).collect::<Vec<_>>(),
+            [format!("date=2025-01-04/calls-{}.parquet", number_slug(Some(&numbers[1])))]
+        );
+    }
+
+    #[tokio::test]
     async fn a_missing_lake_cannot_be_checked() {
         let sim = sim(SimConfig::default());
         let dir = tempfile::tempdir().expect("tempdir");
