@@ -301,7 +301,7 @@ impl Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
             let style = ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:30} {human_pos}/{human_len} calls  {per_sec}  ETA {eta}  {msg}",
+                "{spinner} [{elapsed_precise}] {bar:30} {human_pos}/{human_len} calls  {msg}  ETA {eta}",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar());
             bar.set_style(style);
@@ -325,7 +325,14 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.set_length(counts.expected().max(counts.done));
             bar.set_position(counts.done);
-            bar.set_message(format!("{}/{} days", counts.committed, counts.partitions));
+            let millis = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX).max(1);
+            let rate = counts.done.saturating_mul(1000) / millis;
+            bar.set_message(format!(
+                "{} calls/s  {}/{} days",
+                indicatif::HumanCount(rate),
+                counts.committed,
+                counts.partitions
+            ));
         }
     }
 
