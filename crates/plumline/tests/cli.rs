@@ -340,3 +340,43 @@ async fn the_deploy_examples_run_as_written() {
     assert!(tmp.path().join("systemd/last-export.json").is_file());
     server.shutdown().await;
 }
+
+/// `key=value` of a log line, as a number.
+fn field(line: &str, key: &str) -> Option<u64> {
+    line.split_whitespace().find_map(|w| w.strip_prefix(&format!("{key}=")))?.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_terminal_progress_is_plain_periodic_lines_counting_calls() {
+    let server = sim(SimConfig::default()
+        .with_calls_per_day(1_500.0)
+        .with_faults(Faults::none().with_latency(Duration::from_millis(15))))
+    .await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut cmd = plumline(&server);
+    cmd.args(["export", "--start", "2025-01-01", "--end", "2025-01-07", "--page-size", "100"])
+        .args(["--concurrency", "2", "--progress-every", "150ms", "--out"])
+        .arg(tmp.path().join("lake"));
+    let (cmd, out) = output(cmd).await;
+    let ctx = describe(&cmd, &out);
+    assert!(out.status.success(), "{ctx}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("export progress")).collect();
+    assert!(lines.len() >= 3, "expected periodic progress lines\n{ctx}");
+    let calls: Vec<u64> = lines.iter().map(|l| field(l, "calls").expect("calls=")).collect();
+    assert!(calls.windows(2).all(|w| w[0] <= w[1]), "calls only grow: {calls:?}");
+    let total = server.simulator().count_in(1_735_689_600, 1_735_689_600 + 6 * 86_400 - 1, None);
+    for line in &lines {
+        let (done, expected) =
+            (field(line, "calls").expect("calls"), field(line, "expected").expect("expected"));
+        assert!(done <= expected && done <= total, "{line}");
+        assert!(line.contains("eta="), "{line}");
+    }
+    // Counted in calls, not in days: some line falls between two committed days.
+    assert!(calls.iter().any(|&c| c > 0 && c < total), "{calls:?}");
+    assert!(
+        !stderr.contains('\r') && !stderr.contains("\u{1b}["),
+        "no bar drawing without a terminal\n{ctx}"
+    );
+    assert_eq!(stderr.lines().filter(|l| l.contains("day committed")).count(), 6, "{ctx}");
+}

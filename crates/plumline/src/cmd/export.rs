@@ -22,7 +22,7 @@ use crate::args::ApiArgs;
 use crate::output::set_active_bar;
 use crate::time::RangeArgs;
 
-/// How often a progress line is logged when stderr is not a terminal.
+/// How often a progress line is logged when stderr is not a terminal, by default.
 const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
 /// `--output` of `plumline export`.
@@ -82,6 +82,10 @@ pub struct Args {
     #[arg(long, short, value_enum, default_value_t = SummaryFormat::Text)]
     output: SummaryFormat,
 
+    /// When stderr is not a terminal (cron, systemd, Kubernetes), log a progress line this often.
+    #[arg(long, default_value_t = humantime::Duration::from(PLAIN_PROGRESS_EVERY), value_name = "DURATION")]
+    progress_every: humantime::Duration,
+
     /// Also write the summary as JSON to FILE (for orchestrators), whatever --output says.
     #[arg(long, value_name = "FILE")]
     summary_json: Option<PathBuf>,
@@ -105,7 +109,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         settle: args.settle.into(),
         ..ExportOptions::default()
     };
-    let summary = export(Arc::new(client), destination, options, &plan, true).await?;
+    let log = LogProgress::Every(args.progress_every.into());
+    let summary = export(Arc::new(client), destination, options, &plan, log).await?;
     let json = SummaryJson::new(&summary, &args.out, &plan);
     if let Some(path) = &args.summary_json {
         write_json_file(path, &json)?;
@@ -153,23 +158,41 @@ fn write_json_file(path: &Path, value: &impl Serialize) -> anyhow::Result<()> {
     })
 }
 
+/// What an export logs when stderr is not a terminal.
+#[derive(Debug, Clone, Copy)]
+pub enum LogProgress {
+    /// Nothing but warnings (the demo prints its own report).
+    Quiet,
+    /// Each committed day, and a progress line this often.
+    Every(Duration),
+}
+
+impl LogProgress {
+    /// The default for commands run by schedulers.
+    pub const DEFAULT: LogProgress = LogProgress::Every(PLAIN_PROGRESS_EVERY);
+}
+
 /// Runs an export with the terminal's progress display; shared with `demo`
-/// and `verify --repair`. Without a terminal, each committed day and a
-/// periodic progress line are logged when `log_days` is set.
+/// and `verify --repair`. Without a terminal, it logs as `log` says.
 pub async fn export<S: PageSource + 'static>(
     source: Arc<S>,
     destination: Destination,
     options: ExportOptions,
     plan: &ExportPlan,
-    log_days: bool,
+    log: LogProgress,
 ) -> anyhow::Result<ExportSummary> {
     let display = destination.display().to_owned();
     let exporter = Exporter::new(source, destination, options)?;
+    let log_days = matches!(log, LogProgress::Every(_));
     let progress = Arc::new(Progress::new(log_days));
-    let ticker = (progress.bar.is_none() && log_days).then(|| {
+    let period = match log {
+        LogProgress::Every(period) if progress.bar.is_none() && !period.is_zero() => Some(period),
+        _ => None,
+    };
+    let ticker = period.map(|period| {
         let progress = Arc::clone(&progress);
         tokio::spawn(async move {
-            let mut every = tokio::time::interval(PLAIN_PROGRESS_EVERY);
+            let mut every = tokio::time::interval(period);
             every.tick().await;
             loop {
                 every.tick().await;

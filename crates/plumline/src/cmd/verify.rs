@@ -111,7 +111,8 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
                 allow_shrink: false,
                 ..ExportOptions::default()
             };
-            match super::export::export(Arc::clone(&client), destination.clone(), options, day, true).await {
+            let log = super::export::LogProgress::DEFAULT;
+            match super::export::export(Arc::clone(&client), destination.clone(), options, day, log).await {
                 Ok(_) => repaired.push(p.to_string()),
                 // One day's failure does not stop the others; the check below names it.
                 Err(error) => tracing::warn!(day = %p, error = format!("{error:#}"), "repair failed"),
