@@ -174,6 +174,15 @@ fn check_rfc3339(v: &str) -> Result<(), &'static str> {
     }
 }
 
+/// Clap's parser of `--now`: an instant (RFC 3339 or UNIX seconds), not a
+/// form that itself needs a clock or a time zone.
+pub fn instant_value(value: &str) -> Result<Timestamp, String> {
+    match TimeArg::parse(value)? {
+        TimeArg::Instant(ts) => Ok(ts),
+        _ => Err(format!("`{value}` is not an instant: use RFC 3339 (2026-11-01T05:30:00Z) or UNIX seconds")),
+    }
+}
+
 /// Clap's parser of time arguments: syntax errors are usage errors that
 /// name the flag.
 #[derive(Debug, Clone, Copy)]
@@ -216,18 +225,14 @@ pub struct RangeArgs {
 
     /// The instant relative times (now, today, -7d, …) count from, instead of the clock: an
     /// orchestrator's logical run time, to rerun a missed schedule (RFC 3339 or UNIX seconds).
-    #[arg(long, value_name = "TIME", value_parser = TimeArgParser)]
-    pub now: Option<TimeArg>,
+    #[arg(long, value_name = "TIME", value_parser = instant_value)]
+    pub now: Option<Timestamp>,
 }
 
 impl RangeArgs {
     /// The time zone and the validated range.
     pub fn parse(&self) -> anyhow::Result<(TimeZone, TimeRange)> {
-        let now = match self.now {
-            None => Timestamp::now(),
-            Some(TimeArg::Instant(ts)) => ts,
-            Some(_) => bail!("--now must be an instant: RFC 3339 or UNIX seconds"),
-        };
+        let now = self.now.unwrap_or_else(Timestamp::now);
         let range = TimeRange::resolve(self.start, self.end, &self.tz, now)?;
         tracing::debug!(
             start = %range.start,
@@ -393,5 +398,9 @@ mod tests {
             assert!(format!("{err:#}").contains("must be before"), "{err:#}");
         }
         assert!(parse_tz("Mars/Olympus").is_err());
+        assert_eq!(instant_value("2026-11-01T05:30:00+01:00"), Ok(ts("2026-11-01T04:30:00Z")));
+        for bad in ["today", "-7d", "2026-11-01", "now"] {
+            assert!(instant_value(bad).expect_err(bad).contains("not an instant"), "{bad}");
+        }
     }
 }
