@@ -643,6 +643,13 @@ mod tests {
             report.untracked_files,
             vec![UntrackedFile { file: "date=2025-01-05/stray.parquet".into(), bytes: 1 }]
         );
+        // Days the lake never had (no partition directory at all) are missing, not an error.
+        let wider =
+            ExportPlan::new(1_735_862_400, 1_735_862_400 + 5 * 86_400, TimeZone::UTC, &[]).expect("plan");
+        let wide = verifier.verify(&wider).await.expect("verify");
+        let missing: Vec<String> =
+            wide.bad_days().filter(|d| d.status == DayStatus::Missing).map(|d| d.date.to_string()).collect();
+        assert_eq!(missing, ["2025-01-04", "2025-01-06", "2025-01-07"]);
         let plans = report.repair_plans().expect("plans");
         assert_eq!(plans.len(), 1);
         assert_eq!(plans[0].partitions()[0].date().to_string(), "2025-01-04");
