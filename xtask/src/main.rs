@@ -5,6 +5,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr, reason = "xtask is a CLI")]
 
 mod ci;
+mod dist;
 mod tidy;
 mod tools;
 
@@ -24,6 +25,8 @@ Tasks:
               moto[server]; Debian's prometheus package; cargo-deny)
   bench       run the end-to-end export bench (release) and print a table
   tidy        repository hygiene checks (also a #[test])
+  dist        release binary + completions + man pages + SHA256SUMS in one folder
+              (target/dist/plumline-<version>-<os>-<arch>/; --binary PATH, --out DIR)
   deny        cargo deny check, including advisories (needs the internet)
   help        this text
 ";
@@ -37,6 +40,7 @@ fn main() -> ExitCode {
         "tools" => tools::install_all().and_then(|_| tools::ensure_cargo_deny()),
         "bench" => ci::bench(&args[1..]),
         "tidy" => tidy::check(&project_root()),
+        "dist" => dist::dist(&args[1..]),
         "deny" => tools::ensure_cargo_deny().and_then(|()| run(cargo().args(["deny", "check"]))),
         "help" | "-h" | "--help" => {
             print!("{HELP}");

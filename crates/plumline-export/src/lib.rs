@@ -30,6 +30,7 @@ mod progress;
 mod reader;
 mod sink;
 mod store;
+mod verify;
 
 pub use batch::{calls_to_batch, lake_schema};
 pub use error::ExportError;
@@ -42,6 +43,9 @@ pub use plan::{DayPartition, ExportPlan};
 pub use progress::{DayRef, ExportEvent, ExportObserver, ExportSummary, NoProgress, OpenDay, WidenedBound};
 pub use reader::{LakeSummary, lake_files, summarize_lake};
 pub use sink::{ParquetOptions, ParquetSink, SINK_CHANNEL_BATCHES};
+pub use verify::{
+    DayCheck, DayStatus, LakeVerifier, StateMismatch, UntrackedFile, VerifyOptions, VerifyReport,
+};
 
 /// Encodes `batches` into an in-memory Parquet file with the lake's writer
 /// settings (for benchmarks and tests of the file format alone).

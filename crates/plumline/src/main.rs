@@ -18,19 +18,29 @@ mod time;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
+
+/// The exit codes, for `--help` (the README says the same).
+pub const EXIT_CODES: &str = "\
+Exit status:
+  0  success (verify: every day matches the API)
+  1  the command failed: an `error:` line on stderr says why and what to do
+     (verify: a day differs or is missing, each named)
+  2  bad flags or values (verify: also when it could not check: API or store
+     unreachable, bad credentials)";
 
 /// Take call records out of Plum Fuse and put them where people can use them.
 #[derive(Debug, Parser)]
 #[command(name = "plumline", version, about, long_about = None, propagate_version = true)]
+#[command(after_help = EXIT_CODES)]
 struct Cli {
     /// More log output on stderr (-v: debug, -vv: trace); RUST_LOG overrides.
-    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, help_heading = "Global options")]
     verbose: u8,
 
     /// Only errors on stderr.
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    #[arg(short, long, global = true, conflicts_with = "verbose", help_heading = "Global options")]
     quiet: bool,
 
     #[command(subcommand)]
@@ -47,8 +57,14 @@ enum Command {
     Exporter(cmd::exporter::Args),
     /// Run a Fuse-compatible API simulator (for demos, tests and benchmarks).
     Sim(cmd::sim::Args),
+    /// Reconcile a lake with the API: each day's rows against the API's total_calls.
+    Verify(cmd::verify::Args),
     /// Run the main job end to end on an embedded simulator, no account needed.
     Demo(cmd::demo::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(cmd::completions::Args),
+    /// Print the manual page (roff), or write one page per command with --dir.
+    Man(cmd::man::Args),
 }
 
 fn main() -> ExitCode {
@@ -61,31 +77,52 @@ fn main() -> ExitCode {
         }
         Err(e) => return usage_error(&e),
     };
+    // Commands that only print what clap knows need no runtime.
+    match &cli.command {
+        Command::Completions(args) => return finish(cmd::completions::run(args, Cli::command()), 1),
+        Command::Man(args) => return finish(cmd::man::run(args, Cli::command()), 1),
+        _ => {}
+    }
     init_tracing(cli.verbose, cli.quiet);
+    // verify says "could not check" with 2, as diff and cmp say "trouble".
+    let error_code = if matches!(cli.command, Command::Verify(_)) { 2 } else { 1 };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
-        Err(e) => return fail(&anyhow::Error::new(e).context("cannot start the async runtime")),
+        Err(e) => {
+            return fail(&anyhow::Error::new(e).context("cannot start the async runtime"), error_code);
+        }
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Calls(args) => cmd::calls::run(args).await,
-            Command::Export(args) => cmd::export::run(args).await,
-            Command::Exporter(args) => cmd::exporter::run(args).await,
-            Command::Sim(args) => cmd::sim::run(args).await,
-            Command::Demo(args) => cmd::demo::run(args).await,
+            Command::Calls(args) => cmd::calls::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Export(args) => cmd::export::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Exporter(args) => cmd::exporter::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Sim(args) => cmd::sim::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Verify(args) => cmd::verify::run(args)
+                .await
+                .map(|complete| if complete { ExitCode::SUCCESS } else { ExitCode::from(1) }),
+            Command::Demo(args) => cmd::demo::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Completions(_) | Command::Man(_) => Ok(ExitCode::SUCCESS),
         }
     });
     match result {
+        Ok(code) => code,
+        Err(e) => fail(&e, error_code),
+    }
+}
+
+fn finish(result: anyhow::Result<()>, error_code: u8) -> ExitCode {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(&e),
+        Err(e) => fail(&e, error_code),
     }
 }
 
 #[allow(clippy::print_stderr, reason = "the one place errors reach the user")]
-fn fail(error: &anyhow::Error) -> ExitCode {
+fn fail(error: &anyhow::Error, code: u8) -> ExitCode {
     // `{:#}` prints the whole context chain on one line.
     eprintln!("error: {error:#}");
-    ExitCode::FAILURE
+    ExitCode::from(code)
 }
 
 /// Prints a clap usage error as one `error: …` line, like every other error.
@@ -116,7 +153,7 @@ fn init_tracing(verbose: u8, quiet: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| output::LogWriter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();

@@ -1,11 +1,46 @@
-//! Writing calls to stdout as a table, JSON, NDJSON or CSV, page by page.
+//! Writing calls to stdout as a table, JSON, NDJSON or CSV, page by page;
+//! and log lines on stderr that keep clear of a progress bar.
 
 use std::fmt::Write as _;
 use std::io::{self, Write};
+use std::sync::Mutex;
+
+use indicatif::ProgressBar;
 
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use plumline_api::Call;
+
+/// The progress bar on stderr, while one is drawn.
+static ACTIVE_BAR: Mutex<Option<ProgressBar>> = Mutex::new(None);
+
+/// Makes `bar` the one log lines are printed above (`None`: no bar).
+pub fn set_active_bar(bar: Option<ProgressBar>) {
+    if let Ok(mut active) = ACTIVE_BAR.lock() {
+        *active = bar;
+    }
+}
+
+/// The tracing writer: stderr, with the progress bar (if any) hidden while
+/// a line is written, so lines appear above the bar instead of through it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // The fmt layer hands over one whole formatted event per call.
+        let bar = ACTIVE_BAR.lock().ok().and_then(|b| b.clone());
+        match bar {
+            Some(bar) if !bar.is_hidden() => bar.suspend(|| io::stderr().lock().write_all(buf))?,
+            _ => io::stderr().lock().write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        io::stderr().flush()
+    }
+}
 
 /// `--output` formats of `plumline calls`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -137,7 +137,12 @@ fn bad_input_is_one_clear_error_and_writes_nothing() {
             [base("2025-01-01", "2025-01-02"), vec!["--out", out, "--concurrency", "0"]].concat(),
             "--concurrency",
         ),
-        ([base("yesterday", "2025-01-02"), vec!["--out", out]].concat(), "cannot read --start"),
+        ([base("last tuesday", "2025-01-02"), vec!["--out", out]].concat(), "cannot read --start"),
+        ([base("2025-01-01T00:00:00+24:00", "2025-01-02"), vec!["--out", out]].concat(), "±23:59"),
+        (
+            [base("2025-01-01", "2025-01-02"), vec!["--out", out, "--days-in-flight", "0"]].concat(),
+            "at least 1",
+        ),
     ];
     for (args, needle) in cases {
         let mut cmd = plumline(&sim, &args);

@@ -46,7 +46,14 @@ async fn demo(server: &SimServer, args: &Args, start: i64, end: i64) -> anyhow::
     let client = Client::builder(server.base_url(), Credentials::new(DEMO_EMAIL, DEMO_KEY)).build()?;
     let plan = ExportPlan::new(start, end, TimeZone::UTC, &numbers)?;
     let options = ExportOptions { settle: Duration::ZERO, ..ExportOptions::default() };
-    let summary = super::export::export(Arc::new(client), Lake::local(&lake), options, &plan, false).await?;
+    let summary = super::export::export(
+        Arc::new(client),
+        Lake::local(&lake),
+        options,
+        &plan,
+        super::export::LogProgress::Quiet,
+    )
+    .await?;
     let path = lake.clone();
     let read = tokio::task::spawn_blocking(move || summarize_lake(&path))
         .await
