@@ -93,8 +93,8 @@ enum Message {
 ///
 /// ## Memory Usage
 /// At most [`SINK_CHANNEL_BATCHES`] batches wait in the channel. The
-/// thread buffers up to [`ParquetOptions::max_row_group_rows`] rows as Arrow
-/// batches (about 100 bytes per call) before it opens the Parquet writer,
+/// thread buffers up to 8 MiB of Arrow batches (about 80,000 calls), or
+/// [`ParquetOptions::max_row_group_rows`] rows, before it opens the Parquet writer,
 /// which then holds one encoded row group (zstd-compressed pages of about
 /// 15 bytes per call) plus a compression context and page buffers per
 /// column; a day smaller than a row group opens its writer only when
@@ -117,6 +117,12 @@ impl std::fmt::Debug for Message {
     }
 }
 
+/// Arrow bytes a writer thread buffers before it opens the Parquet writer:
+/// a day smaller than this is encoded in one go when complete (so many
+/// small days in flight hold few open writers); a larger day opens its
+/// writer here and streams from then on.
+const PENDING_BYTES: usize = 8 << 20;
+
 /// Batches buffered between a day's pager and its writer thread.
 pub const SINK_CHANNEL_BATCHES: usize = 2;
 
@@ -126,6 +132,7 @@ impl ParquetSink {
         let (tx, mut rx) = mpsc::channel::<Message>(SINK_CHANNEL_BATCHES);
         let loc = location.clone();
         let max_buffered_rows = properties.max_row_group_row_count().unwrap_or(usize::MAX);
+        let max_buffered_bytes = PENDING_BYTES;
         let handle = tokio::task::spawn_blocking(move || {
             let parquet_err =
                 |source| ExportError::Parquet { action: "writing", location: loc.clone(), source };
@@ -135,6 +142,7 @@ impl ParquetSink {
             // so open writers stay few however many days are in flight.
             let mut pending: Vec<RecordBatch> = Vec::new();
             let mut pending_rows = 0usize;
+            let mut pending_bytes = 0usize;
             let mut target = Some(StagedWriter(target));
             let mut writer: Option<ArrowWriter<StagedWriter>> = None;
             let mut rows = 0u64;
@@ -143,6 +151,7 @@ impl ParquetSink {
                     Some(Message::Batch(batch)) => {
                         rows += batch.num_rows() as u64;
                         pending_rows += batch.num_rows();
+                        pending_bytes += batch.get_array_memory_size();
                         pending.push(batch);
                         false
                     }
@@ -150,7 +159,7 @@ impl ParquetSink {
                     // The sender was dropped: the day was abandoned.
                     None => return Err(ExportError::Worker(format!("writing {loc} was abandoned"))),
                 };
-                if finished || pending_rows >= max_buffered_rows {
+                if finished || pending_rows >= max_buffered_rows || pending_bytes >= max_buffered_bytes {
                     let w = match (&mut writer, target.take()) {
                         (Some(w), _) => w,
                         (None, Some(t)) => writer.insert(
@@ -165,6 +174,7 @@ impl ParquetSink {
                         w.write(&batch).map_err(parquet_err)?;
                     }
                     pending_rows = 0;
+                    pending_bytes = 0;
                 }
                 if finished {
                     break;
