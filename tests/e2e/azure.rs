@@ -198,3 +198,58 @@ fn az_without_an_account_names_the_variables_to_set() {
         assert!(stderr.contains(name), "the error names {name}: {stderr}");
     }
 }
+
+/// With an account but no credential (Azure) or no credential at all (GCS),
+/// the store asks the cloud's metadata endpoint, here pointed at closed
+/// loopback ports; the error then names the variables to set.
+#[test]
+fn a_failed_token_lookup_names_the_variables_to_set() {
+    let Some(bin) = plumline_bin() else {
+        return;
+    };
+    let closed = || format!("127.0.0.1:{}", free_port());
+    let (store, msi, meta_host, meta_ip) = (closed(), closed(), closed(), closed());
+    let no_home = tempfile::tempdir().expect("tempdir");
+    let azure_store = format!("http://{store}/acct");
+    let msi = format!("http://{msi}/token");
+    let gcs_store = format!("http://{store}");
+    // (destination, environment, variables the error must name)
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a [&'a str]);
+    let cases: [Case; 2] = [
+        (
+            "az://container/lake",
+            vec![
+                ("AZURE_STORAGE_ACCOUNT", "acct"),
+                ("AZURE_STORAGE_ENDPOINT", &azure_store),
+                ("AZURE_ALLOW_HTTP", "true"),
+                ("AZURE_MSI_ENDPOINT", &msi),
+            ],
+            &["AZURE_STORAGE_KEY", "AZURE_STORAGE_SAS_TOKEN", "AZURE_CLIENT_ID"],
+        ),
+        (
+            "gs://bucket/lake",
+            vec![
+                ("GOOGLE_BASE_URL", &gcs_store),
+                ("GCE_METADATA_HOST", &meta_host),
+                ("GCE_METADATA_IP", &meta_ip),
+                ("HOME", no_home.path().to_str().expect("utf-8")),
+            ],
+            &["GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_SERVICE_ACCOUNT", "STORAGE_EMULATOR_HOST"],
+        ),
+    ];
+    for (dest, vars, names) in cases {
+        let out = plumline(
+            &bin,
+            "http://127.0.0.1:9",
+            &["export", "--start", "2025-01-01", "--end", "2025-01-02", "--out", dest],
+        )
+        .envs(vars)
+        .output()
+        .expect("run plumline");
+        assert!(!out.status.success(), "{dest}: no credential must fail");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        for name in names {
+            assert!(stderr.contains(name), "{dest}: the error names {name}: {stderr}");
+        }
+    }
+}
