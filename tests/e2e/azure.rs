@@ -199,6 +199,9 @@ fn az_without_an_account_names_the_variables_to_set() {
     }
 }
 
+/// (destination, environment, variables the error must name)
+type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a [&'a str]);
+
 /// With an account but no credential (Azure) or no credential at all (GCS),
 /// the store asks the cloud's metadata endpoint, here pointed at closed
 /// loopback ports; the error then names the variables to set.
@@ -213,9 +216,7 @@ fn a_failed_token_lookup_names_the_variables_to_set() {
     let azure_store = format!("http://{store}/acct");
     let msi = format!("http://{msi}/token");
     let gcs_store = format!("http://{store}");
-    // (destination, environment, variables the error must name)
-    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a [&'a str]);
-    let cases: [Case; 2] = [
+    let cases: [Case<'_>; 2] = [
         (
             "az://container/lake",
             vec![
