@@ -35,7 +35,8 @@ const PYTHON_PACKAGES: &[(&str, &str, &str)] = &[
 ];
 
 /// Azurite, Microsoft's Azure Storage emulator, from npm.
-const AZURITE_VERSION: &str = "3.37.0";
+/// 3.35 is the newest whose `engines` admit Node.js 20, the machine's (3.36 wants 21, 3.37 wants 22).
+const AZURITE_VERSION: &str = "3.35.0";
 
 /// The Java that pyspark 4 runs on (Java 17 or later).
 const JAVA_PACKAGE: &str = "openjdk-17-jre-headless";
@@ -141,7 +142,7 @@ fn ensure_azurite() -> anyhow::Result<PathBuf> {
     run(Command::new("npm")
         .args(["install", "--prefix"])
         .arg(&prefix)
-        .args(["--no-audit", "--no-fund", "--loglevel=error", "--no-save"])
+        .args(["--no-audit", "--no-fund", "--loglevel=error"])
         .arg(format!("azurite@{AZURITE_VERSION}")))?;
     if !is_executable(&bin) {
         bail!("npm installed azurite@{AZURITE_VERSION} but {} is missing", bin.display());
