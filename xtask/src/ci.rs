@@ -19,6 +19,9 @@ pub fn ci() -> anyhow::Result<()> {
     step("clippy", &mut || {
         run(cargo().args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]))
     })?;
+    step("doc (warnings denied)", &mut || {
+        run(cargo().args(["doc", "--no-deps", "--workspace", "--locked"]).env("RUSTDOCFLAGS", "-D warnings"))
+    })?;
     step("tidy", &mut || tidy::check(&crate::project_root()))?;
     step("test", &mut test)?;
     step("deny (licenses, bans, sources)", &mut || {
@@ -40,7 +43,8 @@ pub fn test() -> anyhow::Result<()> {
         .env("PLUMLINE_REQUIRE_EXTERNAL", "1")
         .env("PLUMLINE_TEST_PYTHON", &tools.python)
         .env("PLUMLINE_TEST_PROMTOOL", &tools.promtool)
-        .env("PLUMLINE_TEST_PROMETHEUS", &tools.prometheus);
+        .env("PLUMLINE_TEST_PROMETHEUS", &tools.prometheus)
+        .env("PLUMLINE_TEST_AZURITE", &tools.azurite);
     run(&mut cmd)?;
     // Doc tests are not part of --all-targets.
     run(cargo().args(["test", "--workspace", "--doc", "--locked"]))

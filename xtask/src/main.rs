@@ -18,11 +18,13 @@ const HELP: &str = "\
 cargo xtask <task>
 
 Tasks:
-  ci          everything CI runs: fmt, clippy, tidy, the whole test suite with
+  ci          everything CI runs: fmt, clippy, doc (warnings denied), tidy, the whole test suite with
               its external tools (installed on demand), cargo-deny (offline checks)
   test        the whole test suite with its external tools, nothing else
-  tools       install the external test tools only (.venv with pyarrow, duckdb,
-              moto[server]; Debian's prometheus package; cargo-deny)
+  tools       install the external test tools only, pinned (.venv with pyarrow,
+              duckdb, polars, pyspark, moto[server], boto3, azure-storage-blob;
+              Azurite from npm in .ci-tools/; Debian's prometheus, Java 17
+              and npm packages when missing; cargo-deny)
   bench       run the end-to-end export bench (release) and print a table
   tidy        repository hygiene checks (also a #[test])
   dist        release binary + completions + man pages + SHA256SUMS in one folder
