@@ -177,7 +177,8 @@ fn encode_one(format: WireFormat, fields: &[(&str, &str)]) -> String {
             format!("{{\"calls\":[{{{}}}],\"total_calls\":1}}", body.join(","))
         }
         WireFormat::Xml => {
-            let body: String = fields.iter().map(|(k, v)| format!("<{k}>{v}</{k}>")).collect();
+            let body: Vec<String> = fields.iter().map(|(k, v)| format!("<{k}>{v}</{k}>")).collect();
+            let body = body.concat();
             format!("<result><calls><item>{body}</item></calls><total_calls>1</total_calls></result>")
         }
     }
@@ -204,8 +205,7 @@ fn both_formats_agree_on_missing_fields() {
         log: true,
     };
     // (fields left out, what the call becomes, or the error it gives)
-    type Want = Result<Call, &'static str>;
-    let cases: Vec<(&[&str], Want)> = vec![
+    let cases: Vec<(&[&str], Result<Call, &str>)> = vec![
         (&[], Ok(full.clone())),
         (&["log"], Ok(Call { log: false, ..full.clone() })),
         (&["dest"], Ok(Call { dest: String::new(), ..full.clone() })),
@@ -224,7 +224,7 @@ fn both_formats_agree_on_missing_fields() {
             match (got, want) {
                 (Ok(page), Ok(call)) => assert_eq!(&page.calls[0], call, "{format} without {missing:?}"),
                 (Err(e), Err(needle)) => {
-                    assert!(e.to_string().contains(needle), "{format} without {missing:?}: {e}")
+                    assert!(e.to_string().contains(needle), "{format} without {missing:?}: {e}");
                 }
                 (got, want) => panic!("{format} without {missing:?}: got {got:?}, want {want:?}"),
             }
