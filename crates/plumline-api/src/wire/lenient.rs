@@ -41,14 +41,50 @@ pub(crate) fn parse_bool(v: &str) -> Result<bool, String> {
 /// as a map holding its text under `$text`. An empty element is `None`.
 fn leaf_text<'de, A: MapAccess<'de>>(mut map: A) -> Result<Option<String>, A::Error> {
     let mut text = None;
-    while let Some(key) = map.next_key::<String>()? {
-        if key == "$text" || key == "$value" {
+    while let Some(key) = map.next_key::<Key>()? {
+        if key == Key::Text {
             text = map.next_value_seed(LeafSeed)?;
         } else {
             map.next_value::<de::IgnoredAny>()?;
         }
     }
     Ok(text)
+}
+
+/// A map key, told apart without allocating: a leaf's text (`$text` or
+/// `$value`), `message`, or anything else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Key {
+    Text,
+    Message,
+    Other,
+}
+
+impl<'de> de::Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = Key;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
+                Ok(match v {
+                    "$text" | "$value" => Key::Text,
+                    "message" => Key::Message,
+                    _ => Key::Other,
+                })
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Key, E> {
+                Ok(Key::Other)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Key, E> {
+                Ok(Key::Other)
+            }
+        }
+        d.deserialize_identifier(KeyVisitor)
+    }
 }
 
 struct LeafSeed;
@@ -239,8 +275,8 @@ impl<'de> Visitor<'de> for ErrorVisitor {
         // An XML element's text arrives as `$text`; an empty element (or
         // `{}`) has no keys at all and is no error.
         let (mut message, mut other_keys) = (None, false);
-        while let Some(key) = map.next_key::<String>()? {
-            if key == "message" || key == "$text" || key == "$value" {
+        while let Some(key) = map.next_key::<Key>()? {
+            if key != Key::Other {
                 message = map.next_value_seed(OptStringSeed)?;
             } else {
                 other_keys = true;
