@@ -276,11 +276,11 @@ impl<'de> Visitor<'de> for ErrorVisitor {
         // `{}`) has no keys at all and is no error.
         let (mut message, mut other_keys) = (None, false);
         while let Some(key) = map.next_key::<Key>()? {
-            if key != Key::Other {
-                message = map.next_value_seed(OptStringSeed)?;
-            } else {
+            if key == Key::Other {
                 other_keys = true;
                 map.next_value::<de::IgnoredAny>()?;
+            } else {
+                message = map.next_value_seed(OptStringSeed)?;
             }
         }
         Ok(message.or_else(|| other_keys.then(|| "an error object without a message".to_owned())))
