@@ -10,6 +10,8 @@ use std::fmt;
 
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
+use crate::model::CallType;
+
 /// An integer from text: `"42"`, `" 42 "`, or a whole `"42.0"`.
 pub(crate) fn parse_i64(v: &str) -> Result<i64, String> {
     let t = v.trim();
@@ -235,6 +237,46 @@ impl<'de> Visitor<'de> for StringVisitor {
 /// A string (numbers are kept as their digits), or `None` for `null`.
 pub(crate) fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     d.deserialize_any(StringVisitor)
+}
+
+struct CallTypeVisitor;
+
+impl<'de> Visitor<'de> for CallTypeVisitor {
+    type Value = Option<CallType>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a call type")
+    }
+    // Known types allocate nothing; others are kept verbatim (trimmed).
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Some(CallType::from_wire(v.trim())))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Some(CallType::Other(v.to_string())))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Some(CallType::Other(v.to_string())))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        match leaf_text(map)? {
+            Some(text) => self.visit_str(&text),
+            None => Ok(None),
+        }
+    }
+}
+
+/// A call `type`, or `None` for `null`.
+pub(crate) fn opt_call_type<'de, D: Deserializer<'de>>(d: D) -> Result<Option<CallType>, D::Error> {
+    d.deserialize_any(CallTypeVisitor)
 }
 
 struct ErrorVisitor;
