@@ -11,6 +11,12 @@
 //!   Basic auth, JSON or XML), with optional quirky encodings, live
 //!   visibility driven by a [`SimClock`], and injected [`Faults`] (latency,
 //!   500, 429, resets, truncated bodies), random or scripted ([`Fault`]).
+//! - [`Behaviours`]: what real servers of this family do inside a 200 —
+//!   window slack, an `error` in a 200 ([`ErrorIn200`]), a source that moves
+//!   between requests ([`MovingSource`]), a lagging total ([`LaggingTotal`]),
+//!   ties shuffled per request, a capped or ignored `limit`. With
+//!   [`SimConfig::ties`] and [`SimConfig::long_calls`] the data itself has
+//!   many ties in `start` and calls hours long.
 //!
 //! Production code never depends on this crate.
 //!
@@ -27,6 +33,7 @@
 //! # Ok(()) }
 //! ```
 
+mod behaviour;
 mod config;
 mod dataset;
 mod error;
@@ -34,9 +41,13 @@ mod render;
 mod rng;
 mod server;
 
+pub use behaviour::{
+    BehaviourStats, Behaviours, ErrorIn200, LaggingTotal, MovingSource, Mutation, Persistence, Region,
+    WindowSet,
+};
 pub use config::{
-    DEFAULT_NUMBER_COUNT, DEMO_EMAIL, DEMO_KEY, Fault, Faults, MAX_CALL_SECS, MAX_CALLS_PER_NUMBER_DAY,
-    SimClock, SimConfig,
+    DEFAULT_NUMBER_COUNT, DEMO_EMAIL, DEMO_KEY, Fault, Faults, LongCalls, MAX_CALL_SECS,
+    MAX_CALLS_PER_NUMBER_DAY, SimClock, SimConfig,
 };
 pub use dataset::Simulator;
 pub use error::SimError;
