@@ -87,6 +87,7 @@ mod error;
 mod http;
 mod metrics;
 mod poller;
+mod search;
 mod tls;
 
 use std::future::Future;
