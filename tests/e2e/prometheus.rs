@@ -2,6 +2,7 @@
 //! scrape and the deploy files, and a real Prometheus server scrapes an
 //! in-process exporter whose counts a `PromQL` query must match the ground truth.
 
+use std::fmt::Write as _;
 use std::io::{Read as _, Write as _};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -160,8 +161,56 @@ fn promtool_checks_the_deploy_files() {
     };
     let dir = deploy_dir().join("prometheus");
     run_ok(Command::new(&promtool).current_dir(&dir).args(["check", "config", "prometheus.yml"]));
-    run_ok(Command::new(&promtool).current_dir(&dir).args(["check", "rules", "alerts.yml"]));
+    run_ok(Command::new(&promtool).current_dir(&dir).args(["check", "rules", "rules.yml", "alerts.yml"]));
     run_ok(Command::new(&promtool).current_dir(&dir).args(["test", "rules", "alerts_test.yml"]));
+}
+
+/// Every `expr` of the dashboard, with Grafana's variables replaced by
+/// values Prometheus accepts.
+fn dashboard_expressions() -> Vec<String> {
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(deploy_dir().join("grafana/plumline.json")).expect("dashboard"),
+    )
+    .expect("dashboard JSON");
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().expect("expr");
+            exprs.push(
+                expr.replace("$__rate_interval", "1m")
+                    .replace("$__range", "1h")
+                    .replace("$job", ".*")
+                    .replace("$number", ".*")
+                    .replace("$direction", ".*"),
+            );
+        }
+    }
+    exprs
+}
+
+#[test]
+fn every_dashboard_expression_parses() {
+    let Some(promtool) = external_tool("PLUMLINE_TEST_PROMTOOL") else {
+        return;
+    };
+    let exprs = dashboard_expressions();
+    assert!(exprs.len() > 15, "{}", exprs.len());
+    // promtool parses the expressions of a rules file: one recording rule each.
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, expr) in exprs.iter().enumerate() {
+        let quoted = serde_json::to_string(expr).expect("a JSON string is a YAML string");
+        let _ = writeln!(rules, "      - record: dashboard:expr_{i}\n        expr: {quoted}");
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("dashboard_rules.yml");
+    std::fs::write(&file, rules).expect("write");
+    run_ok(Command::new(&promtool).arg("check").arg("rules").arg(&file));
+    let dashboard = std::fs::read_to_string(deploy_dir().join("grafana/plumline.json")).expect("dashboard");
+    for needle in
+        ["\"type\": \"heatmap\"", "$__rate_interval", "\"name\": \"datasource\"", "\"name\": \"number\""]
+    {
+        assert!(dashboard.contains(needle), "the dashboard lacks {needle}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -299,25 +348,11 @@ async fn real_prometheus_scrapes_the_exporter_and_promql_matches_the_ground_trut
     assert_eq!(by_number.len(), setup.sim.simulator().numbers().len(), "{by_number:?}");
 
     // Every dashboard query parses and runs.
-    let dashboard: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(deploy_dir().join("grafana/plumline.json")).expect("dashboard"),
-    )
-    .expect("dashboard JSON");
-    let mut checked = 0;
-    for panel in dashboard["panels"].as_array().expect("panels") {
-        for target in panel["targets"].as_array().into_iter().flatten() {
-            let expr = target["expr"].as_str().expect("expr");
-            let expr = expr
-                .replace("$__rate_interval", "1m")
-                .replace("$__range", "1h")
-                .replace("$job", ".*")
-                .replace("$number", ".*")
-                .replace("$direction", ".*");
-            query(&prom, &expr).await;
-            checked += 1;
-        }
+    let exprs = dashboard_expressions();
+    for expr in &exprs {
+        query(&prom, expr).await;
     }
-    assert!(checked > 10, "{checked}");
+    assert!(exprs.len() > 10, "{}", exprs.len());
     drop(prom);
     setup.stop().await;
 }
