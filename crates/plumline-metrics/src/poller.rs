@@ -353,8 +353,8 @@ impl<S: PageSource> Poller<S> {
                 "poll failed"
             );
         }
-        let level = if report.backfill { tracing::Level::INFO } else { tracing::Level::DEBUG };
-        if level == tracing::Level::INFO {
+        // Polls come every few seconds: their summary is a debug line.
+        if report.backfill {
             info!(
                 window_end = report.window_end,
                 counted = report.counted,
@@ -480,8 +480,12 @@ async fn run_backfill<S: PageSource>(
     let mut report =
         PollReport { window_end: backfill.now, backfill: true, counted: 0, requests: 0, errors: Vec::new() };
     let numbers: Vec<Option<String>> = targets.iter().map(|t| t.number.clone()).collect();
+    // A window leaves `pending` only in the step that counts it, so a
+    // cancelled backfill resumes with exactly the windows not yet counted.
     let jobs: Vec<_> =
-        std::mem::take(&mut backfill.pending)
+        backfill
+            .pending
+            .clone()
             .into_iter()
             .map(|(index, start, end)| {
                 let number = numbers[index].clone();
@@ -498,6 +502,7 @@ async fn run_backfill<S: PageSource>(
         let target = &mut targets[index];
         match answer {
             Ok((_, calls)) => {
+                backfill.pending.retain(|w| *w != (index, start, end));
                 let mut tally = Tally::default();
                 let calls = dedupe_chunk(calls);
                 // Calls that started before `live_from` are never listed
@@ -529,7 +534,6 @@ async fn run_backfill<S: PageSource>(
                 );
             }
             Err(error) => {
-                backfill.pending.push((index, start, end));
                 report.errors.push(TargetError { number: target.number.clone(), error });
             }
         }
@@ -670,6 +674,7 @@ mod tests {
         now: Arc<AtomicI64>,
         down: AtomicBool,
         unauthorized: AtomicBool,
+        delay_ms: AtomicI64,
         requests: Mutex<Vec<(i64, i64, u32, u64)>>,
     }
 
@@ -680,6 +685,10 @@ mod tests {
             }
             if self.down.load(Ordering::SeqCst) {
                 return Err(ApiError::Server { status: 500, message: Some("database error".into()) });
+            }
+            let delay = self.delay_ms.load(Ordering::SeqCst);
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay.unsigned_abs())).await;
             }
             let q = request.query();
             self.requests.lock().expect("lock").push((q.start(), q.end(), request.limit(), request.offset()));
@@ -720,6 +729,7 @@ mod tests {
             now: Arc::clone(&now),
             down: AtomicBool::new(false),
             unauthorized: AtomicBool::new(false),
+            delay_ms: AtomicI64::new(0),
             requests: Mutex::new(Vec::new()),
         });
         let clock = Arc::clone(&now);
@@ -808,6 +818,27 @@ mod tests {
             assert!(poller.poll_once().await.is_success());
         }
         assert_eq!(totals(&poller)[0].2, 2);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_backfill_resumes_without_gaps_or_double_counts() {
+        // One call an hour through the morning, in as many backfill windows.
+        let calls: Vec<Call> = (0..12)
+            .map(|h| {
+                call(&format!("h{h}"), "100", CallType::Inbound, DAY0 + h * 3_600 + 10, DAY0 + h * 3_600 + 70)
+            })
+            .collect();
+        let (mut poller, api, now) = setup(calls, PollerConfig { concurrency: 1, ..config(&["100"]) });
+        now.store(T0, Ordering::SeqCst);
+        api.delay_ms.store(20, Ordering::SeqCst);
+        let cancelled = tokio::time::timeout(Duration::from_millis(90), poller.poll_once()).await;
+        assert!(cancelled.is_err(), "the backfill must still be running when cancelled");
+        assert!(!poller.is_backfilled());
+        assert!(!render(&poller).contains("plum_fuse_calls_total"));
+        api.delay_ms.store(0, Ordering::SeqCst);
+        let report = poller.poll_once().await;
+        assert!(report.backfill && report.is_success() && poller.is_backfilled(), "{report:?}");
+        assert_eq!(totals(&poller), vec![("100".into(), "inbound".into(), 12, 12, 720.0)]);
     }
 
     #[tokio::test]
