@@ -21,6 +21,7 @@ fn rss_bytes() -> Option<u64> {
 
 fn fixture() -> Metrics {
     let metrics = Metrics::new().expect("metrics");
+    metrics.publish_calls(0);
     for n in 0..NUMBERS {
         let number = format!("617555{n:04}");
         for (d, direction) in DIRECTIONS.iter().enumerate() {

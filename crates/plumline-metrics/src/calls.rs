@@ -103,6 +103,16 @@ impl CallFamilies {
         });
     }
 
+    /// Sets every series to zero, keeping it (a new UTC day).
+    pub(crate) fn reset(&self) {
+        let mut table = self.table();
+        for s in table.values_mut().flat_map(BTreeMap::values_mut) {
+            s.buckets = [0; N_BUCKETS + 1];
+            s.count = 0;
+            s.sum_secs = 0;
+        }
+    }
+
     pub(crate) fn snapshot(&self) -> BTreeMap<(String, String), CallSeries> {
         let table = self.table();
         let mut out = BTreeMap::new();
@@ -176,7 +186,7 @@ mod tests {
     #[test]
     fn durations_land_in_the_right_bucket() {
         // (duration, index of the first bucket that holds it; N_BUCKETS = +Inf)
-        let cases = [(0, 0), (5, 0), (6, 1), (60, 4), (61, 5), (3600, 13), (3601, N_BUCKETS)];
+        let cases = [(0, 0), (5, 0), (6, 1), (60, 3), (61, 4), (3600, 9), (14_400, 11), (14_401, N_BUCKETS)];
         for (duration, slot) in cases {
             let f = CallFamilies::new("", "");
             f.record("n", "inbound", duration);
@@ -214,6 +224,7 @@ mod tests {
             r#"plum_fuse_call_duration_seconds_bucket{number="1",direction="inbound",le="60"} 2"#,
             r#"plum_fuse_call_duration_seconds_bucket{number="1",direction="inbound",le="120"} 3"#,
             r#"plum_fuse_call_duration_seconds_bucket{number="1",direction="inbound",le="3600"} 3"#,
+            r#"plum_fuse_call_duration_seconds_bucket{number="1",direction="inbound",le="7200"} 4"#,
             r#"plum_fuse_call_duration_seconds_bucket{number="1",direction="inbound",le="+Inf"} 4"#,
             r#"plum_fuse_call_duration_seconds_sum{number="1",direction="inbound"} 5076"#,
             r#"plum_fuse_call_duration_seconds_count{number="1",direction="inbound"} 4"#,

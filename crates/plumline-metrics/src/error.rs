@@ -26,8 +26,14 @@ pub enum MetricsError {
         source: io::Error,
     },
     /// A configuration value is out of range; nothing was started.
-    #[error("invalid exporter configuration: {0}")]
-    InvalidConfig(String),
+    #[error("invalid exporter configuration: {field} {reason}")]
+    InvalidConfig {
+        /// The [`PollerConfig`](crate::PollerConfig) field (or the
+        /// [`BasicAuth`](crate::BasicAuth) part) at fault, e.g. `interval`.
+        field: &'static str,
+        /// What is wrong with it, e.g. `must be greater than zero`.
+        reason: String,
+    },
     /// A TLS certificate or key file could not be read or holds no usable
     /// PEM item; nothing was started.
     #[error("cannot load the TLS {what} from {}", path.display())]
@@ -72,9 +78,9 @@ pub enum MetricsError {
 fn bind_hint(error: &io::Error) -> &'static str {
     match error.kind() {
         io::ErrorKind::AddrInUse => {
-            " (the address is already in use: stop the other process or choose another address with --listen)"
+            " (the address is already in use: stop the other process or choose another address)"
         }
-        io::ErrorKind::AddrNotAvailable => " (no local interface has this address: check --listen)",
+        io::ErrorKind::AddrNotAvailable => " (no local interface has this address: check it)",
         io::ErrorKind::PermissionDenied => {
             " (permission denied: ports below 1024 need privileges; choose another port)"
         }

@@ -66,12 +66,16 @@ impl BasicAuth {
     pub fn new(username: impl Into<String>, password: impl Into<String>) -> Result<Self, MetricsError> {
         let (username, password) = (username.into(), password.into());
         if username.is_empty() || username.contains(':') {
-            return Err(MetricsError::InvalidConfig(
-                "the basic-auth username must be non-empty and hold no ':'".into(),
-            ));
+            return Err(MetricsError::InvalidConfig {
+                field: "basic_auth.username",
+                reason: "must be non-empty and hold no ':'".into(),
+            });
         }
         if password.is_empty() {
-            return Err(MetricsError::InvalidConfig("the basic-auth password is empty".into()));
+            return Err(MetricsError::InvalidConfig {
+                field: "basic_auth.password",
+                reason: "must not be empty".into(),
+            });
         }
         Ok(BasicAuth { username, password })
     }
@@ -481,6 +485,7 @@ mod tests {
     #[tokio::test]
     async fn metrics_are_gzipped_only_when_asked() {
         let metrics = Metrics::new().expect("metrics");
+        metrics.publish_calls(0);
         for n in 0..1_000 {
             for direction in ["inbound", "outbound", "transfer"] {
                 metrics.record_call(&format!("617555{n:04}"), direction, n % 3_700);

@@ -2,32 +2,41 @@
 //! durations per deployment number, served at `/metrics`.
 //!
 //! Calls are events, so the exporter does not query the API per scrape. A
-//! [`Poller`] runs in the background (as log-tailing exporters do): every
-//! interval, for each polled number (a few at a time), it queries the
-//! window from its last watermark minus an overlap up to now, pages through
-//! it, and counts each completed call exactly once into the [`Metrics`]
-//! registry. A [`MetricsServer`] renders that registry for each scrape and
-//! never waits on the API.
+//! [`Poller`] runs in the background (as log-tailing exporters do): it first
+//! backfills the current UTC day, then every interval, for each polled
+//! number (a few at a time), it finds what the API lists that it does not
+//! hold yet, and counts each completed call exactly once into the
+//! [`Metrics`] registry. A [`MetricsServer`] renders that registry for each
+//! scrape and never waits on the API.
 //!
 //! ```text
-//! API ──pages──▶ Poller ──(dedupe: SeenCalls)──▶ Metrics registry ◀──GET /metrics── Prometheus
+//! API ──counts, pages──▶ Poller ──(dedupe: SeenCalls)──▶ Metrics registry ◀──GET /metrics── Prometheus
 //! ```
 //!
-//! # Counting each call once
+//! # What the values are
+//!
+//! The call families count the calls that ended since 00:00 UTC of the
+//! current day (the anchor), as the API lists them, and reset at each UTC
+//! midnight: a function of the API's data, not of the exporter's history.
+//! On start the poller backfills from the anchor; until that is done the
+//! call families are not rendered at all (partial values would read as a
+//! counter reset) and `plum_fuse_up` is 0. A restarted exporter therefore
+//! continues where it left off, and replicas agree within one poll
+//! interval. See [`Poller`] for calls that end just before midnight.
+//!
+//! # Counting each call once, cheaply
 //!
 //! The API lists a call only once it has ended but indexes it by its start,
-//! so a call that starts before one poll and ends after it shows up in a
-//! later window only if that window reaches back to its start. Each window
-//! therefore begins `max_call_duration` (`--max-call-duration`, 4 h by
-//! default) before the previous window's end. Calls longer than that are
-//! missed. Overlapping windows return the same calls again; a per-number
-//! [`SeenCalls`] set of `session_id`s, evicted once no later window can
-//! reach a call's start, counts each only once. A poll costs the calls of
-//! one interval plus the overlap, not the history.
-//!
-//! `lookback` (`--lookback`, 1 h by default) is how far back the first poll
-//! counts: calls that ended before `start - lookback` are not counted, so
-//! a restarted exporter does not start from zero but does not replay days.
+//! so each poll looks back `max_call_duration` (`--max-call-duration`,
+//! [`plumline_api::LONGEST_CALL`] by default) before the previous poll;
+//! longer calls are missed. A per-number [`SeenCalls`] set of `session_id`s
+//! holds every call listed in that reach-back, so overlapping windows count
+//! each call once, and says how many calls of any window the poller already
+//! holds: a `limit=1` request answering the same `total_calls` means nothing
+//! new there. A poll fetches the newest few calls whole, counts the rest,
+//! bisects where a count grew and fetches only the small windows that hold
+//! the new calls: a few requests and roughly the new calls' bytes, not the
+//! reach-back (`benches/bin/poll_cost.rs` measures it).
 //!
 //! # Labels
 //!
@@ -52,9 +61,10 @@
 //! to 0, counts the failure in `plum_fuse_exporter_api_requests_total` by
 //! outcome, keeps serving the last counts and polls again with growing
 //! waits; the failed window is covered again by the next poll without
-//! counting anything twice. Bad credentials on the very first poll stop
-//! the exporter with [`MetricsError::Unauthorized`]; later they only show
-//! in the metrics (`outcome="unauthorized"`).
+//! counting anything twice. A failed backfill window is fetched again, and
+//! counts only once it is whole. Bad credentials on the very first request
+//! stop the exporter with [`MetricsError::Unauthorized`]; later they only
+//! show in the metrics (`outcome="unauthorized"`).
 //!
 //! # Security
 //!
@@ -87,6 +97,7 @@ mod error;
 mod http;
 mod metrics;
 mod poller;
+mod search;
 mod tls;
 
 use std::future::Future;
@@ -94,7 +105,9 @@ use std::future::Future;
 pub use dedupe::{Insert, SeenCalls};
 pub use error::MetricsError;
 pub use http::{BasicAuth, MetricsServer, respond};
-pub use metrics::{CALL_DURATION_BUCKETS, CONTENT_TYPE, CallSeries, LATENCY_BUCKETS, Metrics};
+pub use metrics::{
+    CALL_DURATION_BUCKETS, CONTENT_TYPE, CallSeries, DETECTION_LAG_BUCKETS, LATENCY_BUCKETS, Metrics,
+};
 use plumline_api::PageSource;
 pub use poller::{
     Clock, MAX_FAILURE_BACKOFF, PollReport, Poller, PollerConfig, SystemClock, TargetError,
@@ -105,11 +118,12 @@ pub use tls::TlsConfig;
 /// Runs the exporter: serves `server` and polls with `poller` until
 /// `shutdown` completes, then stops both gracefully.
 ///
-/// The server starts before the first poll, so scrapes work (showing
-/// `plum_fuse_up 0`) while a long first window is paged through.
+/// The server starts before the backfill, so scrapes work (showing
+/// `plum_fuse_up 0` and no call families) while the day so far is paged
+/// through.
 ///
 /// # Errors
-/// [`MetricsError::Unauthorized`] if the first poll is refused for bad
+/// [`MetricsError::Unauthorized`] if the first requests are refused for bad
 /// credentials (the server is stopped first); [`MetricsError::Serve`] if
 /// the server task fails.
 ///

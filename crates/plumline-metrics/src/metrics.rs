@@ -1,6 +1,7 @@
 //! [`Metrics`]: the exporter's Prometheus registry and every metric in it.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use prometheus::{
     Encoder as _, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -15,12 +16,17 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Upper bounds (seconds) of `plum_fuse_call_duration_seconds`.
 ///
-/// Phone calls run from a few seconds (hang-ups, IVR menus) to an hour
-/// (support queues); the buckets are dense where most calls fall (under
-/// five minutes) and reach an hour, so quantiles up to p99 stay meaningful.
-/// Longer calls land in `+Inf`.
-pub const CALL_DURATION_BUCKETS: [f64; 14] =
-    [5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 180.0, 300.0, 600.0, 900.0, 1200.0, 1800.0, 2700.0, 3600.0];
+/// Phone calls run from a few seconds (hang-ups, IVR menus) to hours
+/// (conference lines, forgotten calls); the buckets are dense under five
+/// minutes, where most calls fall, and reach the default reach-back of
+/// 4 h, so quantiles stay meaningful from seconds to hours.
+pub const CALL_DURATION_BUCKETS: [f64; 12] =
+    [5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0];
+
+/// Upper bounds (seconds) of `plum_fuse_exporter_detection_lag_seconds`:
+/// from a fraction of a short poll interval to an hour (a long outage).
+pub const DETECTION_LAG_BUCKETS: [f64; 12] =
+    [1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0];
 
 /// Upper bounds (seconds) for the API request and poll duration histograms.
 pub const LATENCY_BUCKETS: [f64; 12] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0];
@@ -51,7 +57,13 @@ pub struct Metrics {
     poll_duration: Histogram,
     polls: IntCounterVec,
     tracked_calls: IntGauge,
-    dedupe_overflow: IntCounter,
+    dedupe_evictions: IntCounter,
+    detection_lag: Histogram,
+    backfill_done: IntGauge,
+    day_start: IntGauge,
+    /// Whether the call families are rendered: only once the backfill is
+    /// done, as partial counts would read as a counter reset.
+    calls_published: AtomicBool,
 }
 
 /// Counter and histogram figures of one `(number, direction)` series.
@@ -66,23 +78,29 @@ pub struct CallSeries {
 }
 
 const LAG: &str = "Figures lag by up to one poll interval.";
+const DAY: &str = "Counts the calls that ended since 00:00 UTC today, as the API lists them, and resets at each UTC midnight: query it with increase() or rate(), and with max by (number, direction) across replicas.";
 
 impl Metrics {
     /// A registry holding every metric, with process metrics on Linux.
     ///
     /// # Errors
     /// [`MetricsError::Prometheus`] if a metric is malformed (a bug).
+    #[allow(clippy::too_many_lines, reason = "one declaration per metric, read top to bottom")]
     pub fn new() -> Result<Self, MetricsError> {
         let registry = Registry::new();
         let calls = CallFamilies::new(
             &format!(
-                "Completed calls in the Plum Fuse call logs, by deployment number and call type, each counted once when it completes. {LAG}"
+                "Completed calls in the Plum Fuse call logs, by deployment number and call type (direction), each counted once. {DAY} {LAG}"
             ),
-            &format!("Duration (end - start) of completed calls, by deployment number and call type. {LAG}"),
+            &format!(
+                "Duration (end - start) of completed calls, by deployment number and call type (direction). {DAY} {LAG}"
+            ),
         );
         let up = IntGauge::new(
             "plum_fuse_up",
-            format!("1 if the last poll of the Plum Fuse API succeeded for every number, 0 otherwise. {LAG}"),
+            format!(
+                "1 if the backfill from 00:00 UTC is done and the last poll of the Plum Fuse API succeeded for every number, 0 otherwise. {LAG}"
+            ),
         )?;
         let last_success = Gauge::new(
             "plum_fuse_exporter_last_success_timestamp_seconds",
@@ -91,7 +109,7 @@ impl Metrics {
         let api_requests = IntCounterVec::new(
             Opts::new(
                 "plum_fuse_exporter_api_requests_total",
-                "Page requests to the Plum Fuse API by outcome (success, unauthorized, server_error, timeout, transport, ...), each after the client's own retries.",
+                "Requests to the Plum Fuse API (counts and pages) by outcome (success, unauthorized, server_error, timeout, transport, ...), each after the client's own retries.",
             ),
             &["outcome"],
         )?;
@@ -105,7 +123,7 @@ impl Metrics {
         let poll_duration = Histogram::with_opts(
             HistogramOpts::new(
                 "plum_fuse_exporter_poll_duration_seconds",
-                "Time taken by one poll of every number.",
+                "Time taken by one poll of every number (the backfill included).",
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
         )?;
@@ -118,11 +136,26 @@ impl Metrics {
         )?;
         let tracked_calls = IntGauge::new(
             "plum_fuse_exporter_tracked_calls",
-            "Session ids held to count overlapping poll windows once.",
+            "Session ids held by the dedupe sets (every call listed within the reach-back), summed over numbers.",
         )?;
-        let dedupe_overflow = IntCounter::new(
-            "plum_fuse_exporter_dedupe_overflow_total",
-            "Session ids dropped early because the dedupe set was full; each may be counted twice. Raise --max-tracked-calls if this grows.",
+        let dedupe_evictions = IntCounter::new(
+            "plum_fuse_exporter_dedupe_evictions_total",
+            "Session ids dropped early because a number's dedupe set was full; the poller then reaches back less far for that number, so long calls may be missed. Raise the tracked-calls capacity if this grows.",
+        )?;
+        let detection_lag = Histogram::with_opts(
+            HistogramOpts::new(
+                "plum_fuse_exporter_detection_lag_seconds",
+                "Time from a call's end to the poll that counted it (calls counted by the backfill excluded).",
+            )
+            .buckets(DETECTION_LAG_BUCKETS.to_vec()),
+        )?;
+        let backfill_done = IntGauge::new(
+            "plum_fuse_exporter_backfill_done",
+            "1 once the calls that ended since 00:00 UTC have been counted after start; the call families are published only then.",
+        )?;
+        let day_start = IntGauge::new(
+            "plum_fuse_exporter_day_start_timestamp_seconds",
+            "UNIX time of the 00:00 UTC the call families count from; 0 before the backfill.",
         )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
@@ -144,7 +177,10 @@ impl Metrics {
         registry.register(Box::new(poll_duration.clone()))?;
         registry.register(Box::new(polls.clone()))?;
         registry.register(Box::new(tracked_calls.clone()))?;
-        registry.register(Box::new(dedupe_overflow.clone()))?;
+        registry.register(Box::new(dedupe_evictions.clone()))?;
+        registry.register(Box::new(detection_lag.clone()))?;
+        registry.register(Box::new(backfill_done.clone()))?;
+        registry.register(Box::new(day_start.clone()))?;
         registry.register(Box::new(build_info))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
@@ -159,7 +195,11 @@ impl Metrics {
             poll_duration,
             polls,
             tracked_calls,
-            dedupe_overflow,
+            dedupe_evictions,
+            detection_lag,
+            backfill_done,
+            day_start,
+            calls_published: AtomicBool::new(false),
         })
     }
 
@@ -198,9 +238,35 @@ impl Metrics {
     }
 
     /// Sets the size of the dedupe sets and counts early evictions.
-    pub fn record_dedupe(&self, tracked: usize, overflowed: u64) {
+    pub fn record_dedupe(&self, tracked: usize, evicted: u64) {
         self.tracked_calls.set(i64::try_from(tracked).unwrap_or(i64::MAX));
-        self.dedupe_overflow.inc_by(overflowed);
+        self.dedupe_evictions.inc_by(evicted);
+    }
+
+    /// Observes the detection lag of one counted call, in seconds.
+    pub fn record_detection_lag(&self, lag_secs: f64) {
+        self.detection_lag.observe(lag_secs.max(0.0));
+    }
+
+    /// Marks the backfill from `day_start` done: from now on the call
+    /// families are rendered.
+    pub fn publish_calls(&self, day_start: i64) {
+        self.day_start.set(day_start);
+        self.backfill_done.set(1);
+        self.calls_published.store(true, Ordering::Release);
+    }
+
+    /// Whether the call families are rendered (the backfill is done).
+    #[must_use]
+    pub fn calls_published(&self) -> bool {
+        self.calls_published.load(Ordering::Acquire)
+    }
+
+    /// Sets every call series to zero (keeping them) for the UTC day that
+    /// starts at `day_start`.
+    pub fn reset_calls(&self, day_start: i64) {
+        self.calls.reset();
+        self.day_start.set(day_start);
     }
 
     /// The current value of `plum_fuse_up`.
@@ -215,7 +281,8 @@ impl Metrics {
         self.calls.snapshot()
     }
 
-    /// Renders every metric in the text exposition format.
+    /// Renders every metric in the text exposition format; the call
+    /// families only once [`Metrics::publish_calls`] was called.
     ///
     /// Reads atomics only; never waits on the poller or the API.
     ///
@@ -223,7 +290,9 @@ impl Metrics {
     /// [`MetricsError::Prometheus`] if encoding fails (a bug).
     pub fn render(&self) -> Result<Vec<u8>, MetricsError> {
         let mut out = String::new();
-        self.calls.render(&mut out);
+        if self.calls_published() {
+            self.calls.render(&mut out);
+        }
         let families = self.registry.gather();
         let mut out = out.into_bytes();
         TextEncoder::new().encode(&families, &mut out)?;
@@ -236,6 +305,7 @@ mod tests {
     use super::*;
 
     fn text(m: &Metrics) -> String {
+        m.publish_calls(0);
         String::from_utf8(m.render().expect("render")).expect("utf-8")
     }
 
@@ -244,7 +314,8 @@ mod tests {
         assert!(CALL_DURATION_BUCKETS.windows(2).all(|w| w[0] < w[1]), "strictly increasing");
         let (first, last) = (CALL_DURATION_BUCKETS.first().copied(), CALL_DURATION_BUCKETS.last().copied());
         assert!(first.is_some_and(|b| b <= 5.0), "resolves short calls");
-        assert!(last.is_some_and(|b| (b - 3600.0).abs() < f64::EPSILON), "reaches an hour");
+        assert!(last.is_some_and(|b| (b - 14_400.0).abs() < f64::EPSILON), "reaches the reach-back");
+        assert!(DETECTION_LAG_BUCKETS.windows(2).all(|w| w[0] < w[1]));
         assert!(LATENCY_BUCKETS.windows(2).all(|w| w[0] < w[1]));
     }
 
@@ -321,6 +392,28 @@ mod tests {
             t.contains("plum_fuse_exporter_last_success_timestamp_seconds 1700000000\n"),
             "kept on failure"
         );
+    }
+
+    #[test]
+    fn call_families_appear_only_once_published_and_reset_to_zero() {
+        let m = Metrics::new().expect("metrics");
+        m.touch_series("1", "inbound");
+        m.record_call("1", "inbound", 30);
+        let before = String::from_utf8(m.render().expect("render")).expect("utf-8");
+        assert!(!before.contains("plum_fuse_call"), "{before}");
+        assert!(before.contains("plum_fuse_exporter_backfill_done 0\n"), "{before}");
+        m.publish_calls(86_400);
+        let after = String::from_utf8(m.render().expect("render")).expect("utf-8");
+        assert!(after.contains(r#"plum_fuse_calls_total{number="1",direction="inbound"} 1"#), "{after}");
+        assert!(after.contains("plum_fuse_exporter_backfill_done 1\n"), "{after}");
+        m.reset_calls(2 * 86_400);
+        let reset = String::from_utf8(m.render().expect("render")).expect("utf-8");
+        assert!(reset.contains(r#"plum_fuse_calls_total{number="1",direction="inbound"} 0"#), "{reset}");
+        assert!(
+            reset.contains(r#"plum_fuse_call_duration_seconds_sum{number="1",direction="inbound"} 0"#),
+            "{reset}"
+        );
+        assert!(reset.contains("plum_fuse_exporter_day_start_timestamp_seconds 172800\n"), "{reset}");
     }
 
     #[test]

@@ -4,15 +4,20 @@ use std::collections::HashSet;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures::{StreamExt as _, TryStreamExt as _};
-use plumline_api::{ApiError, CallPage, CallQuery, CallType, MAX_LIMIT, PageRequest, PageSource, all_pages};
+use futures::StreamExt as _;
+use plumline_api::{ApiError, Call, CallPage, CallType, MAX_LIMIT, PageRequest, PageSource};
 use tracing::{Instrument as _, debug, info, info_span, warn};
 
-use crate::dedupe::{Insert, SeenCalls};
+#[cfg(doc)]
+use crate::dedupe::SeenCalls;
 use crate::error::MetricsError;
 use crate::metrics::Metrics;
+use crate::search::{
+    DAY_SECS, PollContext, TUNING, Tally, Target, Tuning, absorb, dedupe_chunk, fetch_window, poll_target,
+};
 
 /// The `number` label of calls that cannot be attributed to a deployment
 /// number when the exporter polls without `--number` (outbound and transfer
@@ -58,18 +63,16 @@ pub struct PollerConfig {
     pub numbers: Vec<String>,
     /// Time between the starts of two polls (> 0).
     pub interval: Duration,
-    /// How far back the first poll counts: calls that ended before
-    /// `first poll - lookback` are never counted.
-    pub lookback: Duration,
-    /// The longest call expected. Each poll's window reaches back this far
-    /// before the previous poll's end, because the API indexes calls by
-    /// their start but lists them only once they end.
+    /// The longest call expected, and so how far each poll reaches back
+    /// before the previous poll: the API indexes calls by their start but
+    /// lists them only once they end. Longer calls are missed. Defaults to
+    /// [`plumline_api::LONGEST_CALL`], the export's settle margin.
     pub max_call_duration: Duration,
-    /// Calls per page request (1..=10000).
+    /// Calls per page request when a window is fetched (1..=10000).
     pub page_size: u32,
-    /// Numbers polled at once (>= 1).
+    /// Numbers polled (and backfill windows fetched) at once (>= 1).
     pub concurrency: usize,
-    /// Capacity of each number's dedupe set.
+    /// Capacity of each number's dedupe set (>= 1).
     pub max_tracked_calls: usize,
 }
 
@@ -78,9 +81,8 @@ impl Default for PollerConfig {
         PollerConfig {
             numbers: Vec::new(),
             interval: Duration::from_secs(60),
-            lookback: Duration::from_secs(3600),
             max_call_duration: plumline_api::LONGEST_CALL,
-            page_size: plumline_api::DEFAULT_LIMIT,
+            page_size: plumline_api::BULK_PAGE_SIZE,
             concurrency: 4,
             max_tracked_calls: 200_000,
         }
@@ -88,54 +90,50 @@ impl Default for PollerConfig {
 }
 
 impl PollerConfig {
-    /// Checks every value; the message names the flag to fix.
+    /// Checks every value; the error names the field.
     ///
     /// # Errors
-    /// [`MetricsError::InvalidConfig`] for a zero interval or concurrency,
-    /// a page size outside 1..=10000, a duration beyond 100 years, or a
-    /// number given twice or empty.
+    /// [`MetricsError::InvalidConfig`] for a zero interval, reach-back or
+    /// concurrency, a page size outside 1..=10000, a duration beyond 100
+    /// years, or a number given twice or empty.
     pub fn validate(&self) -> Result<(), MetricsError> {
         const CENTURY: Duration = Duration::from_secs(100 * 365 * 86_400);
-        let invalid = |m: String| Err(MetricsError::InvalidConfig(m));
+        let invalid =
+            |field: &'static str, reason: String| Err(MetricsError::InvalidConfig { field, reason });
         if self.interval.is_zero() {
-            return invalid("--interval must be greater than zero (e.g. 30s or 1m)".into());
+            return invalid("interval", "must be greater than zero (e.g. 30s or 1m)".into());
+        }
+        if self.max_call_duration.is_zero() {
+            return invalid("max_call_duration", "must be greater than zero (e.g. 4h)".into());
         }
         if !(1..=MAX_LIMIT).contains(&self.page_size) {
-            return invalid(format!(
-                "--page-size {} is out of range: the API accepts 1 to {MAX_LIMIT}",
-                self.page_size
-            ));
+            return invalid(
+                "page_size",
+                format!("{} is out of range: the API accepts 1 to {MAX_LIMIT}", self.page_size),
+            );
         }
         if self.concurrency == 0 {
-            return invalid("--concurrency must be at least 1".into());
+            return invalid("concurrency", "must be at least 1".into());
         }
         if self.max_tracked_calls == 0 {
-            return invalid("--max-tracked-calls must be at least 1".into());
+            return invalid("max_tracked_calls", "must be at least 1".into());
         }
-        for (flag, d) in [
-            ("--interval", self.interval),
-            ("--lookback", self.lookback),
-            ("--max-call-duration", self.max_call_duration),
-        ] {
+        for (field, d) in [("interval", self.interval), ("max_call_duration", self.max_call_duration)] {
             if d > CENTURY {
-                return invalid(format!("{flag} {} is longer than a century", humanize(d)));
+                return invalid(field, format!("{}s is longer than a century", d.as_secs()));
             }
         }
         let mut seen = HashSet::new();
         for number in &self.numbers {
             if number.trim().is_empty() {
-                return invalid("--number must not be empty".into());
+                return invalid("numbers", "must not hold an empty number".into());
             }
             if !seen.insert(number) {
-                return invalid(format!("--number {number} is given twice"));
+                return invalid("numbers", format!("{number} is given twice"));
             }
         }
         Ok(())
     }
-}
-
-fn humanize(d: Duration) -> String {
-    format!("{}s", d.as_secs())
 }
 
 fn secs(d: Duration) -> i64 {
@@ -156,8 +154,12 @@ pub struct TargetError {
 pub struct PollReport {
     /// The end (inclusive) of every window queried: the clock at the start.
     pub window_end: i64,
+    /// Whether this was (a step of) the backfill rather than a regular poll.
+    pub backfill: bool,
     /// Calls counted for the first time.
     pub counted: u64,
+    /// Requests sent to the API (counts and pages, each after retries).
+    pub requests: u64,
     /// The numbers whose poll failed; empty on success.
     pub errors: Vec<TargetError>,
 }
@@ -176,37 +178,62 @@ impl PollReport {
     }
 }
 
-/// The state of one polled number.
+/// The backfill in progress: the windows from the anchor still to fetch.
 #[derive(Debug)]
-struct Target {
-    number: Option<String>,
-    /// Calls that ended before this are never counted (first poll - lookback).
-    count_floor: Option<i64>,
-    /// End of the last window polled to the end.
-    watermark: Option<i64>,
-    seen: SeenCalls,
+struct Backfill {
+    /// 00:00 UTC of the day it counts.
+    anchor: i64,
+    /// The clock when it began: the end of its windows.
+    now: i64,
+    /// `(target, start, end)` windows not fetched yet.
+    pending: Vec<(usize, i64, i64)>,
+    n_windows: usize,
 }
 
-/// Polls the API every interval and counts each completed call once.
+/// Width of one backfill window.
+const BACKFILL_WINDOW: i64 = 3_600;
+
+/// Polls the API every interval and counts each completed call once, for
+/// the current UTC day.
 ///
-/// For each number the window is `[watermark - max_call_duration, now]`
-/// (the first: `[now - lookback - max_call_duration, now]`), paged through
-/// in full. New `session_id`s are counted and remembered; a window polled
-/// to the end moves the watermark to `now` and forgets ids that no later
-/// window can return. A window that fails part-way keeps its watermark, so
-/// the next poll covers it again, and the ids counted before the failure
-/// keep those calls from being counted twice. Each poll therefore costs the
-/// calls of one interval plus the overlap, not the history.
+/// **Backfill.** The first [`Poller::poll_once`] calls (one, unless the API
+/// fails) fetch every call that started from `max_call_duration` before
+/// 00:00 UTC (the anchor) up to now, in one-hour windows, `concurrency` at
+/// a time, and count those that ended since the anchor. Until that is done
+/// the call families are not rendered and `plum_fuse_up` is 0; then
+/// [`Metrics::publish_calls`] shows them, every configured number with a
+/// zero series per documented direction.
+///
+/// **Polls.** Each later poll looks at `[last poll - max_call_duration,
+/// now]` and fetches only what is new there (see `search.rs`: `limit=1`
+/// counts against what the dedupe set holds, bisection where a count grew),
+/// so it costs a few requests and roughly the bytes of the new calls. A
+/// poll that fails keeps its watermark, so the next covers the window again
+/// without counting anything twice.
+///
+/// **Days.** The first poll of a new UTC day resets every call series to
+/// zero (the series stay). A call that ended before midnight but is listed
+/// only after the last poll of that day is never counted: it belongs to a
+/// day whose series were reset, and counting it into the new day would make
+/// the value depend on when this exporter polled (a restarted one or a
+/// replica would not count it). `increase()` over a window spanning
+/// midnight therefore misses at most one interval of calls.
 ///
 /// ## Memory Usage
-/// One [`SeenCalls`] per number, holding the calls of the overlap plus one
-/// interval (at most `max_tracked_calls`), and one page at a time.
+/// One [`SeenCalls`] per number, holding the calls listed within the
+/// reach-back plus one interval (at most `max_tracked_calls`); during the
+/// backfill, up to `concurrency` one-hour windows of calls.
 pub struct Poller<S> {
     source: S,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
     config: PollerConfig,
     targets: Vec<Target>,
+    tuning: Tuning,
+    /// 00:00 UTC of the day counted; set by the backfill.
+    anchor: i64,
+    backfill: Option<Backfill>,
+    backfilled: bool,
 }
 
 impl<S> fmt::Debug for Poller<S> {
@@ -214,6 +241,8 @@ impl<S> fmt::Debug for Poller<S> {
         f.debug_struct("Poller")
             .field("config", &self.config)
             .field("targets", &self.targets)
+            .field("anchor", &self.anchor)
+            .field("backfilled", &self.backfilled)
             .finish_non_exhaustive()
     }
 }
@@ -225,28 +254,25 @@ impl<S: PageSource> Poller<S> {
     /// [`MetricsError::InvalidConfig`] if `config` does not validate.
     pub fn new(source: S, metrics: Arc<Metrics>, config: PollerConfig) -> Result<Self, MetricsError> {
         config.validate()?;
-        // Zero series for the documented directions of each polled number:
-        // "no calls yet" is a 0, not a missing series.
-        for number in &config.numbers {
-            for direction in [CallType::Inbound, CallType::Outbound, CallType::Transfer] {
-                metrics.touch_series(number, direction.as_str());
-            }
-        }
+        touch_configured(&metrics, &config.numbers);
         let numbers: Vec<Option<String>> = if config.numbers.is_empty() {
             vec![None]
         } else {
             config.numbers.iter().cloned().map(Some).collect()
         };
-        let targets = numbers
-            .into_iter()
-            .map(|number| Target {
-                number,
-                count_floor: None,
-                watermark: None,
-                seen: SeenCalls::new(config.max_tracked_calls),
-            })
-            .collect();
-        Ok(Poller { source, metrics, clock: Arc::new(SystemClock), config, targets })
+        let targets =
+            numbers.into_iter().map(|number| Target::new(number, config.max_tracked_calls)).collect();
+        Ok(Poller {
+            source,
+            metrics,
+            clock: Arc::new(SystemClock),
+            config,
+            targets,
+            tuning: TUNING,
+            anchor: 0,
+            backfill: None,
+            backfilled: false,
+        })
     }
 
     /// The same poller on another clock (tests drive a simulator's clock).
@@ -262,8 +288,21 @@ impl<S: PageSource> Poller<S> {
         &self.metrics
     }
 
-    /// Polls every number once (up to `concurrency` at a time) and updates
-    /// the metrics, `plum_fuse_up` included.
+    /// Whether the backfill from 00:00 UTC is done.
+    #[must_use]
+    pub fn is_backfilled(&self) -> bool {
+        self.backfilled
+    }
+
+    /// The 00:00 UTC the call families count from (0 before the backfill).
+    #[must_use]
+    pub fn day_start(&self) -> i64 {
+        self.anchor
+    }
+
+    /// Runs the backfill (or what is left of it after a failure) or, once it
+    /// is done, one poll of every number (up to `concurrency` at a time),
+    /// and updates the metrics, `plum_fuse_up` included.
     ///
     /// # Cancel safety
     /// Cancel safe: dropping the future mid-poll leaves every call counted
@@ -271,69 +310,84 @@ impl<S: PageSource> Poller<S> {
     /// covers the rest without counting anything twice.
     pub async fn poll_once(&mut self) -> PollReport {
         let started = Instant::now();
-        let now = self.clock.now();
-        let settings = Settings {
-            lookback: secs(self.config.lookback),
-            overlap: secs(self.config.max_call_duration),
-            page_size: self.config.page_size,
-        };
-        let source = Instrumented { inner: &self.source, metrics: &self.metrics };
-        let (source, metrics, settings) = (&source, &*self.metrics, &settings);
-        // Futures built eagerly (no closure inside the stream) keep the poll
-        // future `Send`, so callers may spawn it.
-        let polls: Vec<_> =
-            self.targets.iter_mut().map(|target| poll_one(source, metrics, settings, target, now)).collect();
-        let results: Vec<_> =
-            futures::stream::iter(polls).buffer_unordered(self.config.concurrency).collect().await;
-
-        let mut report = PollReport { window_end: now, counted: 0, errors: Vec::new() };
-        let (mut tracked, mut overflowed) = (0, 0);
-        for (number, seen, result) in results {
-            tracked += seen;
-            match result {
-                Ok(done) => {
-                    report.counted += done.counted;
-                    overflowed += done.overflowed;
+        let requests = AtomicU64::new(0);
+        let source = Instrumented { inner: &self.source, metrics: &self.metrics, requests: &requests };
+        let mut report = if self.backfilled {
+            poll_targets(
+                &source,
+                &self.metrics,
+                &self.config,
+                &self.tuning,
+                &mut self.targets,
+                self.clock.now(),
+                &mut self.anchor,
+            )
+            .await
+        } else {
+            let now = self.clock.now();
+            let backfill =
+                self.backfill.get_or_insert_with(|| plan_backfill(&self.targets, &self.config, now));
+            let report =
+                run_backfill(&source, &self.metrics, &self.config, &mut self.targets, backfill).await;
+            if backfill.pending.is_empty() {
+                self.anchor = backfill.anchor;
+                for target in &mut self.targets {
+                    target.watermark = Some(backfill.now);
                 }
-                Err(failed) => {
-                    report.counted += failed.counted;
-                    overflowed += failed.overflowed;
-                    warn!(number = number.as_deref().unwrap_or("*"), kind = failed.error.kind(), error = %plumline_api::error_chain(&failed.error), "poll failed");
-                    report.errors.push(TargetError { number, error: failed.error });
-                }
+                self.backfill = None;
+                self.backfilled = true;
+                self.metrics.publish_calls(self.anchor);
             }
-        }
+            report
+        };
+        report.requests = requests.load(Ordering::Relaxed);
         let elapsed = started.elapsed().as_secs_f64();
-        self.metrics.record_dedupe(tracked, overflowed);
-        self.metrics.record_poll(report.is_success(), now, elapsed);
-        if overflowed > 0 {
+        let tracked: usize = self.targets.iter().map(|t| t.seen.len()).sum();
+        self.metrics.record_poll(self.backfilled && report.is_success(), report.window_end, elapsed);
+        for failed in &report.errors {
             warn!(
-                overflowed,
-                capacity = self.config.max_tracked_calls,
-                "dedupe set full; raise --max-tracked-calls"
+                number = failed.number.as_deref().unwrap_or("*"),
+                kind = failed.error.kind(),
+                error = %plumline_api::error_chain(&failed.error),
+                backfill = report.backfill,
+                "poll failed"
             );
         }
-        info!(
-            window_end = now,
-            counted = report.counted,
-            failed = report.errors.len(),
-            tracked,
-            elapsed_s = elapsed,
-            "poll done"
-        );
+        // Polls come every few seconds: their summary is a debug line.
+        if report.backfill {
+            info!(
+                window_end = report.window_end,
+                counted = report.counted,
+                requests = report.requests,
+                failed = report.errors.len(),
+                tracked,
+                elapsed_s = elapsed,
+                "backfill step done"
+            );
+        } else {
+            debug!(
+                window_end = report.window_end,
+                counted = report.counted,
+                requests = report.requests,
+                failed = report.errors.len(),
+                tracked,
+                elapsed_s = elapsed,
+                "poll done"
+            );
+        }
         report
     }
 
-    /// Polls now and then every interval until `shutdown` completes.
+    /// Backfills, then polls every interval, until `shutdown` completes.
     ///
     /// After consecutive failed polls the wait doubles, from the interval up
     /// to [`MAX_FAILURE_BACKOFF`] (or the interval, if longer); the first
     /// success restores the interval.
     ///
     /// # Errors
-    /// [`MetricsError::Unauthorized`] if the very first poll is refused for
-    /// bad credentials: better a clear error at startup than an exporter
-    /// that serves zeros. Later refusals only set `plum_fuse_up` to 0 and
+    /// [`MetricsError::Unauthorized`] if the very first request is refused
+    /// for bad credentials: better a clear error at startup than an exporter
+    /// that serves nothing. Later refusals only set `plum_fuse_up` to 0 and
     /// count `outcome="unauthorized"` requests.
     ///
     /// # Cancel safety
@@ -357,7 +411,13 @@ impl<S: PageSource> Poller<S> {
                 first = false;
             }
             failures = if report.is_success() { 0 } else { failures.saturating_add(1) };
-            let delay = next_delay(self.config.interval, failures);
+            // The poll right after the backfill comes at once: the backfill
+            // may have taken longer than an interval.
+            let delay = if report.backfill && report.is_success() {
+                Duration::ZERO
+            } else {
+                next_delay(self.config.interval, failures)
+            };
             debug!(delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), failures, "next poll");
             tokio::select! {
                 () = tokio::time::sleep_until(started + delay) => {}
@@ -365,6 +425,191 @@ impl<S: PageSource> Poller<S> {
             }
         }
     }
+}
+
+/// Zero series for the documented directions of each configured number:
+/// "no calls yet" is a 0, not a missing series.
+fn touch_configured(metrics: &Metrics, numbers: &[String]) {
+    for number in numbers {
+        for direction in [CallType::Inbound, CallType::Outbound, CallType::Transfer] {
+            metrics.touch_series(number, direction.as_str());
+        }
+    }
+}
+
+fn day_of(t: i64) -> i64 {
+    t.div_euclid(DAY_SECS) * DAY_SECS
+}
+
+fn plan_backfill(targets: &[Target], config: &PollerConfig, now: i64) -> Backfill {
+    let anchor = day_of(now);
+    let from = anchor.saturating_sub(secs(config.max_call_duration)).max(0);
+    let now = now.max(from);
+    let mut pending = Vec::new();
+    for index in 0..targets.len() {
+        let mut start = from;
+        while start <= now {
+            let end = start.saturating_add(BACKFILL_WINDOW - 1).min(now);
+            pending.push((index, start, end));
+            start = end + 1;
+        }
+    }
+    let n_windows = pending.len();
+    info!(anchor, from, to = now, n_windows, "backfill from 00:00 UTC starting");
+    Backfill { anchor, now, pending, n_windows }
+}
+
+/// Fetches the backfill's pending windows, `concurrency` at a time; a
+/// window counts its calls only once it is fetched whole, so one that fails
+/// stays pending and counts nothing twice when retried.
+async fn run_backfill<S: PageSource>(
+    source: &S,
+    metrics: &Metrics,
+    config: &PollerConfig,
+    targets: &mut [Target],
+    backfill: &mut Backfill,
+) -> PollReport {
+    let ctx = PollContext {
+        now: backfill.now,
+        anchor: backfill.anchor,
+        reach_back: secs(config.max_call_duration),
+        page_size: config.page_size,
+    };
+    // Calls from here on may be listed again by the first poll: remember them.
+    let live_from = backfill.now.saturating_sub(ctx.reach_back);
+    let mut report =
+        PollReport { window_end: backfill.now, backfill: true, counted: 0, requests: 0, errors: Vec::new() };
+    let numbers: Vec<Option<String>> = targets.iter().map(|t| t.number.clone()).collect();
+    // A window leaves `pending` only in the step that counts it, so a
+    // cancelled backfill resumes with exactly the windows not yet counted.
+    let jobs: Vec<_> =
+        backfill
+            .pending
+            .clone()
+            .into_iter()
+            .map(|(index, start, end)| {
+                let number = numbers[index].clone();
+                async move {
+                    ((index, start, end), fetch_window(source, number, (start, end), ctx.page_size).await)
+                }
+            })
+            .collect();
+    let n_jobs = jobs.len();
+    let mut done = 0usize;
+    let mut answers = futures::stream::iter(jobs).buffer_unordered(config.concurrency);
+    let mut evicted = 0;
+    while let Some(((index, start, end), answer)) = answers.next().await {
+        let target = &mut targets[index];
+        match answer {
+            Ok((_, calls)) => {
+                backfill.pending.retain(|w| *w != (index, start, end));
+                let mut tally = Tally::default();
+                let calls = dedupe_chunk(calls);
+                // Calls that started before `live_from` are never listed
+                // again by a poll: counted, not remembered.
+                let (live, settled): (Vec<Call>, Vec<Call>) =
+                    calls.into_iter().partition(|c| c.start >= live_from);
+                for call in settled.iter().filter(|c| (start..=end).contains(&c.start)) {
+                    if call.end >= ctx.anchor && call.end < ctx.anchor + DAY_SECS {
+                        metrics.record_call(
+                            target.label(call),
+                            call.call_type.as_str(),
+                            call.duration_secs(),
+                        );
+                        tally.counted += 1;
+                    }
+                }
+                absorb(metrics, target, &ctx, (start, end), &live, false, &mut tally);
+                report.counted += tally.counted;
+                evicted += tally.evicted;
+                done += 1;
+                info!(
+                    number = target.number.as_deref().unwrap_or("*"),
+                    from = start,
+                    to = end,
+                    counted = tally.counted,
+                    done,
+                    of = n_jobs,
+                    "backfill window done"
+                );
+            }
+            Err(error) => {
+                report.errors.push(TargetError { number: target.number.clone(), error });
+            }
+        }
+    }
+    let tracked: usize = targets.iter().map(|t| t.seen.len()).sum();
+    metrics.record_dedupe(tracked, evicted);
+    info!(
+        windows_done = backfill.n_windows - backfill.pending.len(),
+        windows = backfill.n_windows,
+        counted = report.counted,
+        "backfill progress"
+    );
+    report
+}
+
+/// One regular poll of every target, after the day check.
+async fn poll_targets<S: PageSource>(
+    source: &S,
+    metrics: &Metrics,
+    config: &PollerConfig,
+    tuning: &Tuning,
+    targets: &mut [Target],
+    now: i64,
+    anchor: &mut i64,
+) -> PollReport {
+    let today = day_of(now);
+    if today > *anchor {
+        info!(previous = *anchor, day_start = today, "new UTC day: call series reset to zero");
+        metrics.reset_calls(today);
+        *anchor = today;
+    }
+    let ctx = PollContext {
+        now,
+        anchor: *anchor,
+        reach_back: secs(config.max_call_duration),
+        page_size: config.page_size,
+    };
+    let ctx = &ctx;
+    // Futures built eagerly (no closure inside the stream) keep the poll
+    // future `Send`, so callers may spawn it.
+    let polls: Vec<_> = targets
+        .iter_mut()
+        .map(|target| async move {
+            target.prior.decay();
+            let mut tally = Tally::default();
+            let span = info_span!("poll", number = target.number.as_deref().unwrap_or("*"));
+            let result = poll_target(source, metrics, ctx, tuning, target, &mut tally).instrument(span).await;
+            if result.is_ok() {
+                target.watermark = Some(ctx.now);
+                target.seen.evict_started_before(ctx.now.saturating_sub(ctx.reach_back));
+            }
+            (target.number.clone(), tally, result)
+        })
+        .collect();
+    let results: Vec<_> = futures::stream::iter(polls).buffer_unordered(config.concurrency).collect().await;
+    let mut report =
+        PollReport { window_end: now, backfill: false, counted: 0, requests: 0, errors: Vec::new() };
+    let mut evicted = 0;
+    for (number, tally, result) in results {
+        report.counted += tally.counted;
+        evicted += tally.evicted;
+        if tally.evicted > 0 {
+            warn!(
+                number = number.as_deref().unwrap_or("*"),
+                evicted = tally.evicted,
+                capacity = config.max_tracked_calls,
+                "dedupe set full: reaching back less far for this number"
+            );
+        }
+        if let Err(error) = result {
+            report.errors.push(TargetError { number, error });
+        }
+    }
+    let tracked: usize = targets.iter().map(|t| t.seen.len()).sum();
+    metrics.record_dedupe(tracked, evicted);
+    report
 }
 
 /// The wait between poll starts after `failures` consecutive failed polls.
@@ -375,100 +620,6 @@ pub fn next_delay(interval: Duration, failures: u32) -> Duration {
     }
     let cap = interval.max(MAX_FAILURE_BACKOFF);
     interval.saturating_mul(2u32.saturating_pow(failures - 1)).min(cap)
-}
-
-/// Values of one poll shared by every target.
-#[derive(Debug)]
-struct Settings {
-    lookback: i64,
-    overlap: i64,
-    page_size: u32,
-}
-
-#[derive(Debug, Default)]
-struct TargetPoll {
-    counted: u64,
-    overflowed: u64,
-}
-
-#[derive(Debug)]
-struct FailedPoll {
-    counted: u64,
-    overflowed: u64,
-    error: ApiError,
-}
-
-/// [`poll_target`] in a span, with the number and the dedupe size.
-async fn poll_one<S: PageSource>(
-    source: &S,
-    metrics: &Metrics,
-    settings: &Settings,
-    target: &mut Target,
-    now: i64,
-) -> (Option<String>, usize, Result<TargetPoll, FailedPoll>) {
-    let span = info_span!("poll", number = target.number.as_deref().unwrap_or("*"));
-    let result = poll_target(source, metrics, settings, target, now).instrument(span).await;
-    (target.number.clone(), target.seen.len(), result)
-}
-
-/// Polls one number's window to the end; see [`Poller`].
-async fn poll_target<S: PageSource>(
-    source: &S,
-    metrics: &Metrics,
-    settings: &Settings,
-    target: &mut Target,
-    now: i64,
-) -> Result<TargetPoll, FailedPoll> {
-    let floor = *target.count_floor.get_or_insert(now.saturating_sub(settings.lookback));
-    let from = target.watermark.unwrap_or(floor).saturating_sub(settings.overlap).clamp(0, now.max(0));
-    let mut done = TargetPoll::default();
-    let result: Result<(), ApiError> = async {
-        let query = CallQuery::new(from, now.max(0))?.with_number(target.number.clone());
-        let mut pages = std::pin::pin!(all_pages(source, query, settings.page_size));
-        while let Some(page) = pages.try_next().await? {
-            count_page(metrics, target, floor, &page, &mut done);
-        }
-        Ok(())
-    }
-    .await;
-    match result {
-        Ok(()) => {
-            target.watermark = Some(now);
-            let evicted = target.seen.evict_started_before(now.saturating_sub(settings.overlap));
-            debug!(
-                from,
-                to = now,
-                counted = done.counted,
-                evicted,
-                tracked = target.seen.len(),
-                "window done"
-            );
-            Ok(done)
-        }
-        Err(error) => Err(FailedPoll { counted: done.counted, overflowed: done.overflowed, error }),
-    }
-}
-
-fn count_page(metrics: &Metrics, target: &mut Target, floor: i64, page: &CallPage, done: &mut TargetPoll) {
-    for call in &page.calls {
-        if call.end < floor {
-            continue;
-        }
-        let fresh = match target.seen.insert(&call.session_id, call.start) {
-            Insert::Seen => false,
-            Insert::New => true,
-            Insert::NewEvictedOldest => {
-                done.overflowed += 1;
-                true
-            }
-        };
-        if fresh {
-            let number =
-                target.number.as_deref().unwrap_or_else(|| attributed_number(&call.call_type, &call.dest));
-            metrics.record_call(number, call.call_type.as_str(), call.duration_secs());
-            done.counted += 1;
-        }
-    }
 }
 
 /// The deployment number of a call from an unfiltered query: the `dest` of
@@ -487,11 +638,13 @@ pub fn attributed_number<'a>(call_type: &CallType, dest: &'a str) -> &'a str {
 struct Instrumented<'a, S> {
     inner: &'a S,
     metrics: &'a Metrics,
+    requests: &'a AtomicU64,
 }
 
 impl<S: PageSource> PageSource for Instrumented<'_, S> {
     async fn fetch_page(&self, request: &PageRequest) -> Result<CallPage, ApiError> {
         let started = Instant::now();
+        self.requests.fetch_add(1, Ordering::Relaxed);
         let result = self.inner.fetch_page(request).await;
         let outcome = match &result {
             Ok(_) => "success",
@@ -505,7 +658,7 @@ impl<S: PageSource> PageSource for Instrumented<'_, S> {
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
-    use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicI64};
 
     use plumline_api::Call;
 
@@ -514,13 +667,15 @@ mod tests {
 
     /// An in-memory API: calls appear once `now >= end` (as the real one
     /// lists only completed calls), matched by `start` in the inclusive
-    /// window, ordered by start.
+    /// window, ordered by start *ascending* (the simulator orders them the
+    /// other way, so the poller may rely on neither).
     struct FakeApi {
-        calls: Vec<Call>,
+        calls: Mutex<Vec<Call>>,
         now: Arc<AtomicI64>,
         down: AtomicBool,
         unauthorized: AtomicBool,
-        requests: Mutex<Vec<(i64, i64)>>,
+        delay_ms: AtomicI64,
+        requests: Mutex<Vec<(i64, i64, u32, u64)>>,
     }
 
     impl PageSource for FakeApi {
@@ -531,19 +686,27 @@ mod tests {
             if self.down.load(Ordering::SeqCst) {
                 return Err(ApiError::Server { status: 500, message: Some("database error".into()) });
             }
+            let delay = self.delay_ms.load(Ordering::SeqCst);
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay.unsigned_abs())).await;
+            }
             let q = request.query();
-            self.requests.lock().expect("lock").push((q.start(), q.end()));
+            self.requests.lock().expect("lock").push((q.start(), q.end(), request.limit(), request.offset()));
             let now = self.now.load(Ordering::SeqCst);
-            let matching: Vec<&Call> = self
+            let mut matching: Vec<Call> = self
                 .calls
+                .lock()
+                .expect("lock")
                 .iter()
                 .filter(|c| c.end <= now && (q.start()..=q.end()).contains(&c.start))
                 .filter(|c| q.number().is_none_or(|n| n == c.dest))
+                .cloned()
                 .collect();
+            matching.sort_by(|a, b| a.start.cmp(&b.start).then(a.session_id.cmp(&b.session_id)));
             let offset = usize::try_from(request.offset()).expect("offset");
-            let calls =
-                matching.iter().skip(offset).take(request.limit() as usize).map(|c| (*c).clone()).collect();
-            Ok(CallPage { calls, total_calls: matching.len() as u64 })
+            let total = matching.len() as u64;
+            let calls = matching.into_iter().skip(offset).take(request.limit() as usize).collect();
+            Ok(CallPage { calls, total_calls: total })
         }
     }
 
@@ -562,10 +725,11 @@ mod tests {
     fn setup(calls: Vec<Call>, config: PollerConfig) -> (Poller<Arc<FakeApi>>, Arc<FakeApi>, Arc<AtomicI64>) {
         let now = Arc::new(AtomicI64::new(0));
         let api = Arc::new(FakeApi {
-            calls,
+            calls: Mutex::new(calls),
             now: Arc::clone(&now),
             down: AtomicBool::new(false),
             unauthorized: AtomicBool::new(false),
+            delay_ms: AtomicI64::new(0),
             requests: Mutex::new(Vec::new()),
         });
         let clock = Arc::clone(&now);
@@ -579,7 +743,6 @@ mod tests {
         PollerConfig {
             numbers: numbers.iter().map(|n| (*n).to_owned()).collect(),
             interval: Duration::from_secs(60),
-            lookback: Duration::from_secs(600),
             max_call_duration: Duration::from_secs(3600),
             page_size: 2,
             concurrency: 2,
@@ -598,13 +761,89 @@ mod tests {
             .collect()
     }
 
-    const T0: i64 = 1_700_000_000;
+    fn render(p: &Poller<Arc<FakeApi>>) -> String {
+        String::from_utf8(p.metrics().render().expect("render")).expect("utf-8")
+    }
+
+    /// 2023-11-14T00:00:00Z, a UTC midnight.
+    const DAY0: i64 = 1_699_920_000;
+    /// Noon of that day.
+    const T0: i64 = DAY0 + 43_200;
+
+    #[tokio::test]
+    async fn backfill_counts_from_midnight_and_publishes_only_when_done() {
+        let calls = vec![
+            call("yesterday", "100", CallType::Inbound, DAY0 - 600, DAY0 - 1), // ended before the anchor
+            call("across", "100", CallType::Inbound, DAY0 - 600, DAY0 + 5),    // started before, ended after
+            call("morning", "100", CallType::Outbound, DAY0 + 3_600, DAY0 + 3_660),
+            call("running", "100", CallType::Inbound, T0 - 100, T0 + 100), // not listed yet
+            call("too_long", "100", CallType::Inbound, DAY0 - 7_200, DAY0 + 60), // beyond the reach-back
+        ];
+        let (mut poller, api, now) = setup(calls, config(&["100"]));
+        now.store(T0, Ordering::SeqCst);
+        let text = render(&poller);
+        assert!(!text.contains("plum_fuse_calls_total") && text.contains("plum_fuse_up 0"), "{text}");
+
+        api.down.store(true, Ordering::SeqCst);
+        let report = poller.poll_once().await;
+        assert!(report.backfill && !report.is_success());
+        let text = render(&poller);
+        assert!(!text.contains("plum_fuse_call"), "no partial values: {text}");
+        assert!(
+            text.contains("plum_fuse_up 0") && text.contains("plum_fuse_exporter_backfill_done 0"),
+            "{text}"
+        );
+
+        api.down.store(false, Ordering::SeqCst);
+        let report = poller.poll_once().await;
+        assert!(report.backfill && report.is_success(), "{report:?}");
+        assert_eq!(poller.day_start(), DAY0);
+        let text = render(&poller);
+        assert!(
+            text.contains("plum_fuse_up 1") && text.contains("plum_fuse_exporter_backfill_done 1"),
+            "{text}"
+        );
+        // Zero series for every direction of the configured number.
+        assert!(text.contains(r#"plum_fuse_calls_total{number="100",direction="transfer"} 0"#), "{text}");
+        assert_eq!(
+            totals(&poller),
+            vec![
+                ("100".into(), "inbound".into(), 1, 1, 605.0),
+                ("100".into(), "outbound".into(), 1, 1, 60.0),
+            ]
+        );
+        // The running call is counted by a later poll, once.
+        for step in 1..=3 {
+            now.store(T0 + step * 60, Ordering::SeqCst);
+            assert!(poller.poll_once().await.is_success());
+        }
+        assert_eq!(totals(&poller)[0].2, 2);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_backfill_resumes_without_gaps_or_double_counts() {
+        // One call an hour through the morning, in as many backfill windows.
+        let calls: Vec<Call> = (0..12)
+            .map(|h| {
+                call(&format!("h{h}"), "100", CallType::Inbound, DAY0 + h * 3_600 + 10, DAY0 + h * 3_600 + 70)
+            })
+            .collect();
+        let (mut poller, api, now) = setup(calls, PollerConfig { concurrency: 1, ..config(&["100"]) });
+        now.store(T0, Ordering::SeqCst);
+        api.delay_ms.store(20, Ordering::SeqCst);
+        let cancelled = tokio::time::timeout(Duration::from_millis(90), poller.poll_once()).await;
+        assert!(cancelled.is_err(), "the backfill must still be running when cancelled");
+        assert!(!poller.is_backfilled());
+        assert!(!render(&poller).contains("plum_fuse_calls_total"));
+        api.delay_ms.store(0, Ordering::SeqCst);
+        let report = poller.poll_once().await;
+        assert!(report.backfill && report.is_success() && poller.is_backfilled(), "{report:?}");
+        assert_eq!(totals(&poller), vec![("100".into(), "inbound".into(), 12, 12, 720.0)]);
+    }
 
     #[tokio::test]
     async fn overlapping_polls_count_each_call_once_even_long_ones() {
         let calls = vec![
-            call("old", "100", CallType::Inbound, T0 - 2000, T0 - 1000), // ended before the lookback
-            call("recent", "100", CallType::Inbound, T0 - 300, T0 - 200),
             call("a", "100", CallType::Inbound, T0 + 10, T0 + 40),
             call("b", "100", CallType::Outbound, T0 + 20, T0 + 50),
             call("long", "100", CallType::Inbound, T0 + 30, T0 + 30 + 1800), // spans 30 polls
@@ -618,7 +857,7 @@ mod tests {
         assert_eq!(
             totals(&poller),
             vec![
-                ("100".into(), "inbound".into(), 3, 3, 100.0 + 30.0 + 1800.0),
+                ("100".into(), "inbound".into(), 2, 2, 30.0 + 1800.0),
                 ("100".into(), "outbound".into(), 1, 1, 30.0),
                 ("200".into(), "inbound".into(), 1, 1, 30.0),
             ]
@@ -626,24 +865,85 @@ mod tests {
         assert!(poller.metrics().up());
     }
 
-    #[tokio::test]
-    async fn polled_numbers_start_at_zero() {
-        let (poller, _api, _now) = setup(Vec::new(), config(&["100"]));
-        let series = poller.metrics().call_series();
-        let keys: Vec<_> = series.keys().map(|(n, d)| format!("{n}/{d}")).collect();
-        assert_eq!(keys, ["100/inbound", "100/outbound", "100/transfer"]);
-        assert!(series.values().all(|s| *s == CallSeries::default()));
+    /// A tiny deterministic generator for the randomized test.
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            (self.0 >> 33) % n
+        }
     }
 
     #[tokio::test]
-    async fn windows_reach_back_by_the_overlap_only() {
-        let (mut poller, api, now) = setup(Vec::new(), config(&["100"]));
-        for t in [T0, T0 + 60, T0 + 120] {
-            now.store(t, Ordering::SeqCst);
-            poller.poll_once().await;
+    async fn counts_equal_the_truth_after_every_poll_and_polls_stay_cheap() {
+        let mut rng = Lcg(7);
+        let mut calls = Vec::new();
+        for i in 0..3_000 {
+            let start = T0 - 3 * 3_600 + i64::try_from(rng.below(4 * 3_600)).expect("small");
+            // Mostly short calls, a few up to the reach-back.
+            let dur = if rng.below(50) == 0 { 1 + rng.below(3_500) } else { 1 + rng.below(300) };
+            let end = start + i64::try_from(dur).expect("small");
+            calls.push(call(&format!("s{i}"), "100", CallType::Inbound, start, end));
         }
-        let windows = api.requests.lock().expect("lock").clone();
-        assert_eq!(windows, vec![(T0 - 600 - 3600, T0), (T0 - 3600, T0 + 60), (T0 + 60 - 3600, T0 + 120)]);
+        let (mut poller, api, now) =
+            setup(calls.clone(), PollerConfig { page_size: 100, ..config(&["100"]) });
+        let (mut polls, mut requests) = (0u64, 0u64);
+        let mut t = T0;
+        while t < T0 + 3_600 {
+            now.store(t, Ordering::SeqCst);
+            let report = poller.poll_once().await;
+            assert!(report.is_success());
+            if !report.backfill {
+                polls += 1;
+                requests += report.requests;
+            }
+            let truth =
+                calls.iter().filter(|c| c.end <= t && c.end >= DAY0 && c.start >= DAY0 - 3_600).count();
+            assert_eq!(totals(&poller).first().map_or(0, |r| r.2), truth as u64, "at {t}");
+            t += 5 + i64::try_from(rng.below(20)).expect("small");
+        }
+        let per_poll = requests as f64 / polls as f64;
+        assert!(per_poll < 20.0, "{per_poll} requests per poll");
+        // Far fewer calls fetched than a re-download of the reach-back.
+        let fetched: u64 = api.requests.lock().expect("lock").iter().map(|r| u64::from(r.2)).sum();
+        assert!(fetched > 0);
+    }
+
+    #[tokio::test]
+    async fn a_call_ending_before_midnight_first_listed_after_it_is_not_counted() {
+        let calls = vec![
+            call("late", "100", CallType::Inbound, DAY0 + 86_400 - 100, DAY0 + 86_400 - 2),
+            call("early", "100", CallType::Inbound, DAY0 + 86_400 - 50, DAY0 + 86_400 + 3),
+            call("day", "100", CallType::Outbound, DAY0 + 60_000, DAY0 + 60_010),
+        ];
+        let (mut poller, api, now) = setup(calls, config(&["100"]));
+        now.store(DAY0 + 86_400 - 5, Ordering::SeqCst); // 23:59:55: "late" has not ended
+        assert!(poller.poll_once().await.is_success());
+        assert_eq!(totals(&poller), vec![("100".into(), "outbound".into(), 1, 1, 10.0)]);
+        // The API was slow to list "late": it shows only after midnight.
+        api.down.store(true, Ordering::SeqCst);
+        now.store(DAY0 + 86_400 - 1, Ordering::SeqCst);
+        assert!(!poller.poll_once().await.is_success());
+        api.down.store(false, Ordering::SeqCst);
+        now.store(DAY0 + 86_400 + 5, Ordering::SeqCst);
+        assert!(poller.poll_once().await.is_success());
+        assert_eq!(poller.day_start(), DAY0 + 86_400);
+        // Reset: "day" is gone, "late" belongs to yesterday, "early" counts.
+        assert_eq!(totals(&poller), vec![("100".into(), "inbound".into(), 1, 1, 53.0)]);
+        let text = render(&poller);
+        assert!(text.contains(r#"plum_fuse_calls_total{number="100",direction="outbound"} 0"#), "{text}");
+        // A fresh exporter started now agrees (the value is the API's, not the history's).
+        let (mut fresh, _api, fresh_now) = setup(
+            vec![
+                call("late", "100", CallType::Inbound, DAY0 + 86_400 - 100, DAY0 + 86_400 - 2),
+                call("early", "100", CallType::Inbound, DAY0 + 86_400 - 50, DAY0 + 86_400 + 3),
+            ],
+            config(&["100"]),
+        );
+        fresh_now.store(DAY0 + 86_400 + 5, Ordering::SeqCst);
+        assert!(fresh.poll_once().await.is_success());
+        assert_eq!(totals(&fresh), totals(&poller));
     }
 
     #[tokio::test]
@@ -666,12 +966,30 @@ mod tests {
         assert!(poller.poll_once().await.is_success());
         assert!(poller.metrics().up());
         assert_eq!(totals(&poller), vec![("100".into(), "inbound".into(), 20, 20, 400.0)]);
-        let text = String::from_utf8(poller.metrics().render().expect("render")).expect("utf-8");
+        let text = render(&poller);
         assert!(
             text.contains(r#"plum_fuse_exporter_api_requests_total{outcome="server_error"} 4"#),
             "{text}"
         );
         assert!(text.contains(r#"plum_fuse_exporter_polls_total{result="error"} 4"#), "{text}");
+        assert!(text.contains("plum_fuse_exporter_detection_lag_seconds_count "), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_full_dedupe_set_shortens_the_reach_back_and_never_counts_twice() {
+        let calls: Vec<Call> = (0..30)
+            .map(|i| call(&format!("c{i}"), "100", CallType::Inbound, T0 - 600 + i * 10, T0 - 590 + i * 10))
+            .collect();
+        let (mut poller, _api, now) =
+            setup(calls, PollerConfig { max_tracked_calls: 10, ..config(&["100"]) });
+        for step in 0..5 {
+            now.store(T0 + step * 60, Ordering::SeqCst);
+            assert!(poller.poll_once().await.is_success());
+        }
+        assert_eq!(totals(&poller)[0].2, 30);
+        let text = render(&poller);
+        assert!(text.contains("plum_fuse_exporter_dedupe_evictions_total 20"), "{text}");
+        assert!(text.contains("plum_fuse_exporter_tracked_calls 10"), "{text}");
     }
 
     #[tokio::test]
@@ -715,7 +1033,7 @@ mod tests {
         api.unauthorized.store(true, Ordering::SeqCst);
         let report = poller.poll_once().await;
         assert!(report.unauthorized().is_some());
-        let text = String::from_utf8(poller.metrics().render().expect("render")).expect("utf-8");
+        let text = render(&poller);
         assert!(
             text.contains(r#"plum_fuse_exporter_api_requests_total{outcome="unauthorized"} 1"#),
             "{text}"
@@ -736,22 +1054,29 @@ mod tests {
     }
 
     #[test]
-    fn configs_are_validated() {
+    fn configs_are_validated_naming_the_field() {
         type Change = fn(&mut PollerConfig);
         let ok = config(&["1"]);
         assert!(ok.validate().is_ok());
-        let cases: [(Change, &str); 5] = [
-            (|c| c.interval = Duration::ZERO, "--interval must be greater than zero"),
-            (|c| c.page_size = 0, "--page-size"),
-            (|c| c.concurrency = 0, "--concurrency"),
-            (|c| c.numbers = vec!["1".into(), "1".into()], "given twice"),
-            (|c| c.lookback = Duration::from_secs(u64::MAX / 2), "century"),
+        let cases: [(Change, &str, &str); 6] = [
+            (|c| c.interval = Duration::ZERO, "interval", "must be greater than zero"),
+            (|c| c.max_call_duration = Duration::ZERO, "max_call_duration", "must be greater than zero"),
+            (|c| c.page_size = 0, "page_size", "out of range"),
+            (|c| c.concurrency = 0, "concurrency", "at least 1"),
+            (|c| c.numbers = vec!["1".into(), "1".into()], "numbers", "twice"),
+            (|c| c.max_call_duration = Duration::from_secs(u64::MAX / 2), "max_call_duration", "century"),
         ];
-        for (change, needle) in cases {
+        for (change, want_field, needle) in cases {
             let mut c = ok.clone();
             change(&mut c);
-            let err = c.validate().expect_err(needle).to_string();
-            assert!(err.contains(needle), "{err}");
+            match c.validate() {
+                Err(MetricsError::InvalidConfig { field, reason }) => {
+                    assert_eq!(field, want_field);
+                    assert!(reason.contains(needle), "{reason}");
+                    assert!(!reason.contains("--"), "no flag words in the library: {reason}");
+                }
+                other => panic!("{want_field}: {other:?}"),
+            }
         }
     }
 
@@ -766,5 +1091,10 @@ mod tests {
             "never below the interval"
         );
         assert_eq!(next_delay(Duration::from_secs(1), 3), Duration::from_secs(4));
+    }
+
+    #[test]
+    fn call_series_default_is_zero() {
+        assert_eq!(CallSeries::default().calls, 0);
     }
 }

@@ -14,7 +14,8 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// 2025-01-10T12:00:00Z, inside the simulated data.
 const T0: i64 = 1_736_510_400;
-const LOOKBACK: i64 = 3_600;
+/// 00:00 UTC of that day: the counters count from here.
+const ANCHOR: i64 = T0 - 43_200;
 const INTERVAL: i64 = 300;
 
 async fn sim(calls_per_day: f64) -> SimServer {
@@ -43,7 +44,6 @@ fn config(numbers: &[String]) -> PollerConfig {
     PollerConfig {
         numbers: numbers.to_vec(),
         interval: Duration::from_secs(INTERVAL.unsigned_abs()),
-        lookback: Duration::from_secs(LOOKBACK.unsigned_abs()),
         max_call_duration: Duration::from_secs(MAX_CALL_SECS.unsigned_abs()),
         page_size: 50, // several pages per poll
         concurrency: 2,
@@ -59,10 +59,10 @@ fn poller(server: &SimServer, numbers: &[String]) -> Poller<Client> {
 }
 
 /// What the counters must say: every call visible now (so completed) that
-/// ended at or after the first poll's `now - lookback`, per label.
-fn truth(server: &SimServer, first_poll: i64, numbers: &[String]) -> BTreeMap<(String, String), CallSeries> {
+/// ended since 00:00 UTC and started within the reach-back of it, per label.
+fn truth(server: &SimServer, numbers: &[String]) -> BTreeMap<(String, String), CallSeries> {
     let sim = server.simulator();
-    let floor = first_poll - LOOKBACK;
+    let floor = ANCHOR;
     let now = sim.now();
     let mut out: BTreeMap<(String, String), CallSeries> = BTreeMap::new();
     let mut add = |number: &str, call: &Call| {
@@ -102,7 +102,7 @@ async fn counters_equal_ground_truth_after_every_poll() {
             server.set_now(now);
             let report = poller.poll_once().await;
             assert!(report.is_success(), "{:?}", report.errors);
-            let want = truth(&server, T0, &polled);
+            let want = truth(&server, &polled);
             assert_eq!(nonzero(poller.metrics().call_series()), want, "step {step}, numbers {polled:?}");
             // Calls that were running at the previous poll and ended by this one.
             long_calls_spanning_polls += server
@@ -149,7 +149,7 @@ async fn outage_flips_up_and_recovers_without_double_counting() {
     server.set_now(T0 + 9 * INTERVAL);
     assert!(poller.poll_once().await.is_success());
     assert!(poller.metrics().up());
-    assert_eq!(nonzero(poller.metrics().call_series()), truth(&server, T0, &numbers));
+    assert_eq!(nonzero(poller.metrics().call_series()), truth(&server, &numbers));
 
     let text = String::from_utf8(poller.metrics().render().expect("render")).expect("utf-8");
     let errors = text
@@ -209,7 +209,7 @@ async fn scrapes_serve_the_counts_and_shutdown_is_graceful() {
     }
     let scrape = get(addr, "/metrics").await;
     assert!(scrape.starts_with("HTTP/1.1 200"), "{scrape}");
-    let want: u64 = truth(&server, T0, &numbers).values().map(|s| s.calls).sum();
+    let want: u64 = truth(&server, &numbers).values().map(|s| s.calls).sum();
     let got: f64 = scrape
         .lines()
         .filter(|l| l.starts_with("plum_fuse_calls_total{"))

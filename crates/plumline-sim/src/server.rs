@@ -68,6 +68,8 @@ pub struct SimStats {
     pub not_found: u64,
     /// Calls in 200 bodies sent whole.
     pub calls_served: u64,
+    /// Body bytes of 200 answers sent whole.
+    pub bytes_served: u64,
 }
 
 #[derive(Debug, Default)]
@@ -83,6 +85,7 @@ struct Counters {
     method_not_allowed: AtomicU64,
     not_found: AtomicU64,
     calls_served: AtomicU64,
+    bytes_served: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -104,6 +107,7 @@ impl Counters {
             method_not_allowed: get(&self.method_not_allowed),
             not_found: get(&self.not_found),
             calls_served: get(&self.calls_served),
+            bytes_served: get(&self.bytes_served),
         }
     }
 }
@@ -606,6 +610,7 @@ fn page_response(shared: &Shared, params: &Params, format: WireFormat, fault: Fa
     } else {
         bump(&stats.ok);
         stats.calls_served.fetch_add(n_calls as u64, Ordering::Relaxed);
+        stats.bytes_served.fetch_add(body.len() as u64, Ordering::Relaxed);
         Response::new(SimBody::Full(Some(Bytes::from(body))))
     };
     response.headers_mut().insert(CONTENT_TYPE, content_type(format));

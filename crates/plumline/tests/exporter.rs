@@ -265,3 +265,20 @@ async fn serves_https_with_the_given_certificate() {
     drop(running);
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lookback_is_gone_and_help_explains_the_day_anchor() {
+    let mut cmd = exporter(plumline_bare());
+    cmd.args(["--listen", "127.0.0.1:0", "--lookback", "1h", "--email", "a@b.c", "--developer-key", "k"]);
+    run_err(cmd, "--lookback").await;
+
+    let mut cmd = exporter(plumline_bare());
+    cmd.arg("--help");
+    let output = tokio::task::spawn_blocking(move || cmd.output().expect("run --help")).await.expect("help");
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{help}");
+    for needle in ["00:00 UTC", "backfills", "max by (number, direction)", "--settle", "[default: 4h]"] {
+        assert!(help.contains(needle), "--help lacks {needle:?}:\n{help}");
+    }
+    assert!(!help.contains("--lookback <"), "{help}");
+}

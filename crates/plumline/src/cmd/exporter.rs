@@ -8,8 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use plumline_api::DEFAULT_LIMIT;
-use plumline_metrics::{BasicAuth, Metrics, MetricsServer, Poller, PollerConfig, TlsConfig, run_exporter};
+use plumline_api::BULK_PAGE_SIZE;
+use plumline_metrics::{
+    BasicAuth, Metrics, MetricsError, MetricsServer, Poller, PollerConfig, TlsConfig, run_exporter,
+};
 
 use crate::args::ApiArgs;
 
@@ -30,10 +32,22 @@ deployment number of each inbound call (its dest); outbound and transfer calls n
 outside parties, not the deployment, so they get number=\"unknown\": pass --number to
 attribute them.
 
-Counting: every --interval the exporter queries each number from its last poll minus
---max-call-duration up to now, and counts each completed call once (by session_id).
-Calls longer than --max-call-duration are missed. Figures lag by up to one interval.
-The first poll counts calls that ended within --lookback.
+Values: the call families count the calls that ended since 00:00 UTC today, as the API
+lists them, and reset at each UTC midnight, so a restarted exporter and a replica report
+the same values (within one interval). Query them with increase() or rate() (which handle
+the daily reset) and max by (number, direction) across replicas. On start the exporter
+backfills from 00:00 UTC (progress in the log); until that is done it publishes no call
+samples and plum_fuse_up is 0. Then every configured number has a series per direction,
+0 until calls come. (This replaces the former --lookback.)
+
+Counting: the API lists a call only once it has ended, but by its start, so every
+--interval the exporter looks at each number from its last poll minus --max-call-duration
+up to now, fetches only what is new there (cheap limit=1 counts, then only the small
+windows whose count grew) and counts each call once (by session_id). Calls longer than
+--max-call-duration are missed; its default is the export's --settle default, the longest
+call expected. A call that ends just before midnight but is listed only after the last
+poll of that day is not counted (it belongs to a day already reset). Figures lag by up
+to one interval.
 
 Endpoints: GET /metrics (Prometheus text format), GET /healthz (liveness), GET / (links).
 With --basic-auth-user, /metrics and / require HTTP Basic auth with the password from
@@ -66,24 +80,22 @@ pub struct Args {
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     interval: Duration,
 
-    /// How far back the first poll counts: calls that ended earlier are not counted.
-    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration, value_name = "DURATION")]
-    lookback: Duration,
-
-    /// The longest call expected: each poll reaches back this far, since the API lists calls by
-    /// start once they end. Longer calls are not counted.
+    /// The longest call expected: each poll reaches back this far before the previous one, since
+    /// the API lists a call by its start once it ends. Longer calls are not counted. The default is
+    /// the longest call the export's --settle also waits for.
     #[arg(long, default_value = "4h", value_parser = humantime::parse_duration, value_name = "DURATION")]
     max_call_duration: Duration,
 
-    /// Numbers polled at once.
+    /// Numbers polled (and backfill windows fetched) at once.
     #[arg(long, default_value_t = 4, value_name = "N")]
     concurrency: usize,
 
-    /// Calls per API request (1..=10000).
-    #[arg(long, default_value_t = DEFAULT_LIMIT, value_name = "N")]
+    /// Calls per API request when a window is fetched (1..=10000).
+    #[arg(long, default_value_t = BULK_PAGE_SIZE, value_name = "N")]
     page_size: u32,
 
-    /// Session ids remembered per number to count overlapping polls once (~100 bytes each plus the id).
+    /// Session ids remembered per number (the calls of --max-call-duration plus one interval; ~100
+    /// bytes each plus the id); when full the number reaches back less far.
     #[arg(long, default_value_t = 200_000, value_name = "N")]
     max_tracked_calls: usize,
 
@@ -112,19 +124,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let config = PollerConfig {
         numbers: args.numbers.iter().map(|n| n.trim().to_owned()).collect(),
         interval: args.interval,
-        lookback: args.lookback,
         max_call_duration: args.max_call_duration,
         page_size: args.page_size,
         concurrency: args.concurrency,
         max_tracked_calls: args.max_tracked_calls,
     };
-    config.validate()?;
+    config.validate().map_err(flag_words)?;
     let auth = match &args.basic_auth_user {
         Some(user) => {
             let password = std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty()).with_context(|| {
                 format!("--basic-auth-user needs a password: set {PASSWORD_ENV} in the environment")
             })?;
-            Some(BasicAuth::new(user.clone(), password)?)
+            Some(BasicAuth::new(user.clone(), password).map_err(flag_words)?)
         }
         None => None,
     };
@@ -136,7 +147,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     let client = args.api.client()?;
     let metrics = Arc::new(Metrics::new()?);
-    let mut server = MetricsServer::bind(listen, Arc::clone(&metrics), auth).await?;
+    let mut server = MetricsServer::bind(listen, Arc::clone(&metrics), auth)
+        .await
+        .context("--listen: cannot serve metrics")?;
     if let Some(tls) = tls {
         server = server.with_tls(tls);
     }
@@ -150,10 +163,31 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "exporter starting"
     );
     println!("serving metrics on {}://{addr}/metrics", server.scheme());
-    let poller = Poller::new(client, metrics, config)?;
+    let poller = Poller::new(client, metrics, config).map_err(flag_words)?;
     run_exporter(poller, server, crate::signal::shutdown()).await?;
     tracing::info!("exporter stopped");
     Ok(())
+}
+
+/// A configuration error of the library, in the words of the flags.
+fn flag_words(error: MetricsError) -> anyhow::Error {
+    match error {
+        MetricsError::InvalidConfig { field, reason } => {
+            let flag = match field {
+                "interval" => "--interval",
+                "max_call_duration" => "--max-call-duration",
+                "page_size" => "--page-size",
+                "concurrency" => "--concurrency",
+                "max_tracked_calls" => "--max-tracked-calls",
+                "numbers" => "--number",
+                "basic_auth.username" => "--basic-auth-user",
+                "basic_auth.password" => PASSWORD_ENV,
+                other => other,
+            };
+            anyhow::anyhow!("{flag} {reason}")
+        }
+        other => other.into(),
+    }
 }
 
 /// Parses `--listen` without DNS: an IP socket address, `localhost:PORT`,
@@ -181,6 +215,19 @@ fn parse_listen(raw: &str) -> anyhow::Result<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_errors_name_the_flag() {
+        let cases = [
+            ("interval", "must be greater than zero", "--interval must be greater than zero"),
+            ("numbers", "1 is given twice", "--number 1 is given twice"),
+            ("basic_auth.password", "must not be empty", "PLUMLINE_EXPORTER_PASSWORD must not be empty"),
+        ];
+        for (field, reason, want) in cases {
+            let got = flag_words(MetricsError::InvalidConfig { field, reason: reason.into() }).to_string();
+            assert_eq!(got, want);
+        }
+    }
 
     #[test]
     fn listen_addresses() {

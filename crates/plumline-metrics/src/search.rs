@@ -1,0 +1,444 @@
+//! The incremental poll of one number: find the calls the API lists now
+//! but the poller does not hold yet, with `total_calls` counts, and fetch
+//! only the small windows where a count grew.
+//!
+//! A call is listed once it has ended, at the position of its start, so the
+//! calls new in a poll are those that ended since the last one: most are
+//! short and started a minute or two ago, but a long call that just ended
+//! can sit anywhere in the reach-back. For a window `[a, b]` the poller
+//! knows how many calls it holds ([`SeenCalls::count_in`]); a request with
+//! `limit=1` and `offset` = that count answers the window's `total_calls`
+//! (and, when the count grew, one call, else an empty page). The search:
+//!
+//! 1. fetches the newest few held calls' window whole (new short calls sit
+//!    there among few old ones) and counts the rest of the reach-back;
+//! 2. splits a window whose count grew at the median of where new calls
+//!    started in past polls ([`AgePrior`], learned in log-age bins), counts
+//!    the younger half and derives the older half's count from the parent;
+//! 3. fetches a window whole once it holds few calls per new one.
+//!
+//! Nothing here relies on the API's order within a window. Counts are
+//! assumed to only grow (a listed call stays listed): a window whose count
+//! fell is treated as holding nothing new.
+
+use std::collections::HashSet;
+
+use futures::{StreamExt as _, TryStreamExt as _};
+use plumline_api::{ApiError, Call, CallPage, CallQuery, PageSource, all_pages};
+
+use crate::dedupe::{Insert, SeenCalls};
+use crate::metrics::Metrics;
+use crate::poller::attributed_number;
+
+/// Seconds in a UTC day.
+pub(crate) const DAY_SECS: i64 = 86_400;
+
+/// How the search trades requests against bytes; see the module docs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tuning {
+    /// Held calls in the newest window, fetched whole every poll.
+    pub(crate) recent_known: usize,
+    /// A window holding at most this many calls is fetched, not counted.
+    pub(crate) small_fetch: u64,
+    /// A window whose count grew by `d` is fetched once its total is at most
+    /// `fetch_ratio * d + fetch_slack`.
+    pub(crate) fetch_ratio: u64,
+    pub(crate) fetch_slack: u64,
+    /// Requests in flight at once within one number's poll.
+    pub(crate) in_flight: usize,
+    /// After this many requests in one number's poll, every open window is
+    /// fetched whole (a bound on a pathological source, never reached in
+    /// the benchmark).
+    pub(crate) max_requests: u64,
+}
+
+pub(crate) const TUNING: Tuning = Tuning {
+    recent_known: 12,
+    small_fetch: 2,
+    fetch_ratio: 3,
+    fetch_slack: 2,
+    in_flight: 8,
+    max_requests: 200,
+};
+
+/// Bins of `log2(1 + age)`: ages up to 2^18 s (three days).
+const AGE_BINS: usize = 18;
+/// Per-poll decay of what was learned, so the prior follows the traffic.
+const DECAY: f64 = 0.995;
+/// Mass every bin keeps, so windows where no new call was seen yet still split.
+const FLOOR: f64 = 0.000_5;
+
+/// Where the calls new in a poll started, as `now - start`, learned from
+/// the polls so far: splitting a window at the median of this mass halves
+/// the expected new calls on each side, as a binary search should.
+#[derive(Debug, Clone)]
+pub(crate) struct AgePrior {
+    weights: [f64; AGE_BINS],
+}
+
+impl Default for AgePrior {
+    /// Log-uniform: no idea yet where new calls start.
+    fn default() -> Self {
+        AgePrior { weights: [0.1; AGE_BINS] }
+    }
+}
+
+impl AgePrior {
+    /// Learns that a new call started `age` seconds before the poll.
+    pub(crate) fn observe(&mut self, age: i64) {
+        let x = log_age(age);
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "x is in [0, 64)")]
+        let bin = (x as usize).min(AGE_BINS - 1);
+        self.weights[bin] += 1.0;
+    }
+
+    /// Forgets a little, once per poll.
+    pub(crate) fn decay(&mut self) {
+        for w in &mut self.weights {
+            *w = *w * DECAY + FLOOR;
+        }
+    }
+
+    /// Mass between `x1 <= x2` in log-age space.
+    fn mass(&self, x1: f64, x2: f64) -> f64 {
+        let mut total = 0.0;
+        for (i, w) in self.weights.iter().enumerate() {
+            let (lo, hi) = (i as f64, if i == AGE_BINS - 1 { f64::INFINITY } else { (i + 1) as f64 });
+            let overlap = x2.min(hi) - x1.max(lo);
+            if overlap > 0.0 {
+                let width = if hi.is_finite() { 1.0 } else { overlap.max(1.0) };
+                total += w * overlap / width;
+            }
+        }
+        total
+    }
+
+    /// Where to split the window `[a, b]` (starts, inclusive) polled at
+    /// `now`: `m` with `a < m <= b`, the older half `[a, m - 1]` and the
+    /// younger `[m, b]` holding about the same expected new calls.
+    pub(crate) fn split(&self, now: i64, a: i64, b: i64) -> Option<i64> {
+        if a >= b {
+            return None;
+        }
+        let (x_young, x_old) = (log_age(now - b), log_age(now - a));
+        let half = self.mass(x_young, x_old) / 2.0;
+        // Bisection on the monotone mass function: 40 steps are plenty.
+        let (mut lo, mut hi) = (x_young, x_old);
+        for _ in 0..40 {
+            let mid = f64::midpoint(lo, hi);
+            if self.mass(x_young, mid) < half {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        #[allow(clippy::cast_possible_truncation, reason = "ages are bounded by the window")]
+        let age = ((hi.exp2() - 1.0).round() as i64).max(0);
+        Some((now - age).clamp(a + 1, b))
+    }
+}
+
+fn log_age(age: i64) -> f64 {
+    ((age.max(0) as f64) + 1.0).log2()
+}
+
+/// The state of one polled number.
+#[derive(Debug)]
+pub(crate) struct Target {
+    /// `None`: the unfiltered query of the whole account.
+    pub(crate) number: Option<String>,
+    /// Every call listed in the reach-back.
+    pub(crate) seen: SeenCalls,
+    /// The clock of the last poll (or the backfill) that succeeded.
+    pub(crate) watermark: Option<i64>,
+    /// No window reaches before this start (raised when `seen` overflows).
+    pub(crate) horizon: i64,
+    /// Where new calls started in this number's past polls.
+    pub(crate) prior: AgePrior,
+}
+
+impl Target {
+    pub(crate) fn new(number: Option<String>, capacity: usize) -> Self {
+        Target {
+            number,
+            seen: SeenCalls::new(capacity),
+            watermark: None,
+            horizon: 0,
+            prior: AgePrior::default(),
+        }
+    }
+
+    /// The `number` label of calls of this target (`None`: per call).
+    pub(crate) fn label<'a>(&'a self, call: &'a Call) -> &'a str {
+        self.number.as_deref().unwrap_or_else(|| attributed_number(&call.call_type, &call.dest))
+    }
+}
+
+/// What one target's poll (or backfill chunk) did.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Tally {
+    /// Calls counted for the first time.
+    pub(crate) counted: u64,
+    /// Ids dropped early from a full dedupe set.
+    pub(crate) evicted: u64,
+}
+
+/// Values every window of one poll shares.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PollContext {
+    /// The clock at the poll's start: the end of every window.
+    pub(crate) now: i64,
+    /// 00:00 UTC of the day counted: calls ending in `[anchor, anchor + 1 day)` count.
+    pub(crate) anchor: i64,
+    /// How far before the last poll a window reaches (the longest call).
+    pub(crate) reach_back: i64,
+    pub(crate) page_size: u32,
+}
+
+/// Takes the calls of an answer for `[a, b]` into the target: each new one
+/// is remembered and, if it ended today, counted.
+///
+/// `live` says whether this is a regular poll (detection lag and the age
+/// prior learn from it) rather than the backfill.
+pub(crate) fn absorb(
+    metrics: &Metrics,
+    target: &mut Target,
+    ctx: &PollContext,
+    window: (i64, i64),
+    calls: &[Call],
+    live: bool,
+    tally: &mut Tally,
+) {
+    for call in calls {
+        // A call outside the window asked for is not this window's (and
+        // would make the held count disagree with the API's).
+        if !(window.0..=window.1).contains(&call.start) {
+            continue;
+        }
+        // A call ending on the next UTC day (a server clock ahead of ours)
+        // waits for that day, unremembered.
+        if call.end >= ctx.anchor + DAY_SECS {
+            continue;
+        }
+        match target.seen.insert(&call.session_id, call.start) {
+            Insert::Seen => continue,
+            Insert::New => {}
+            Insert::NewEvictedOldest { evicted_start } => {
+                tally.evicted += 1;
+                target.horizon = target.horizon.max(evicted_start + 1);
+            }
+        }
+        if call.end < ctx.anchor {
+            continue;
+        }
+        metrics.record_call(target.label(call), call.call_type.as_str(), call.duration_secs());
+        tally.counted += 1;
+        if live {
+            metrics.record_detection_lag((ctx.now - call.end) as f64);
+            target.prior.observe(ctx.now - call.start);
+        }
+    }
+}
+
+/// Pages through `[a, b]` whole; returns the largest `total_calls` seen and
+/// every call.
+pub(crate) async fn fetch_window<S: PageSource>(
+    source: &S,
+    number: Option<String>,
+    (a, b): (i64, i64),
+    page_size: u32,
+) -> Result<(u64, Vec<Call>), ApiError> {
+    let query = CallQuery::new(a, b)?.with_number(number);
+    let pages: Vec<CallPage> = all_pages(source, query, page_size).try_collect().await?;
+    let total = pages.iter().map(|p| p.total_calls).max().unwrap_or(0);
+    Ok((total, pages.into_iter().flat_map(|p| p.calls).collect()))
+}
+
+/// `total_calls` of `[a, b]` from one `limit=1` request at `offset` (the
+/// calls held there, so an unchanged window answers an empty page).
+async fn count_window<S: PageSource>(
+    source: &S,
+    number: Option<String>,
+    (a, b): (i64, i64),
+    offset: u64,
+) -> Result<(u64, Vec<Call>), ApiError> {
+    let request = CallQuery::new(a, b)?.with_number(number).page(1, offset)?;
+    let page = source.fetch_page(&request).await?;
+    Ok((page.total_calls, page.calls))
+}
+
+/// A window's `total_calls` and the calls answered with it.
+type Answer = Result<(u64, Vec<Call>), ApiError>;
+
+/// A window of the search, with its `total_calls` once known.
+#[derive(Debug, Clone, Copy)]
+struct Node {
+    a: i64,
+    b: i64,
+    total: Option<u64>,
+    fetch: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Probe {
+    a: i64,
+    b: i64,
+    /// `Some(offset)`: a count; `None`: a whole fetch.
+    count_at: Option<u64>,
+    /// The older sibling whose total is the parent's minus this probe's.
+    sibling: Option<(i64, i64, u64)>,
+}
+
+/// One poll of `target`: finds and counts every call listed in the reach-back
+/// (`[watermark - reach_back, now]`) that it does not hold yet; see the
+/// module docs. Returns how many requests it made.
+///
+/// On an error the calls absorbed so far stay counted and remembered, and
+/// the watermark is left for the caller to keep, so the next poll covers the
+/// window again without counting anything twice.
+///
+/// # Cancel safety
+/// Dropping the future loses at most the answers of the requests in flight;
+/// the next poll finds those calls again.
+pub(crate) async fn poll_target<S: PageSource>(
+    source: &S,
+    metrics: &Metrics,
+    ctx: &PollContext,
+    tuning: &Tuning,
+    target: &mut Target,
+    tally: &mut Tally,
+) -> Result<u64, ApiError> {
+    let Some(watermark) = target.watermark else {
+        return Ok(0);
+    };
+    let hi = ctx.now.max(0);
+    let lo = watermark.saturating_sub(ctx.reach_back).max(target.horizon).clamp(0, hi);
+    let recent_start = target
+        .seen
+        .nth_newest_start(hi, tuning.recent_known)
+        .map_or(lo, |s| s.saturating_add(1))
+        .clamp(lo, hi);
+    let mut frontier = vec![Node { a: recent_start, b: hi, total: None, fetch: true }];
+    if recent_start > lo {
+        frontier.push(Node { a: lo, b: recent_start - 1, total: None, fetch: false });
+    }
+    let mut requests = 0u64;
+    let mut first_error = None;
+    while !frontier.is_empty() {
+        let mut probes = Vec::with_capacity(frontier.len());
+        for node in frontier.drain(..) {
+            let held = target.seen.count_in(node.a, node.b);
+            let probe_for = |a: i64, b: i64, held: u64, force: bool, sibling| {
+                let fetch = force || held <= tuning.small_fetch || requests >= tuning.max_requests;
+                Probe { a, b, count_at: (!fetch).then_some(held), sibling }
+            };
+            let Some(total) = node.total else {
+                probes.push(probe_for(node.a, node.b, held, node.fetch, None));
+                continue;
+            };
+            let new = total.saturating_sub(held);
+            if new == 0 {
+                continue;
+            }
+            let small = total <= tuning.fetch_ratio * new + tuning.fetch_slack;
+            match target.prior.split(ctx.now, node.a, node.b).filter(|_| !small) {
+                Some(m) => {
+                    let held_young = target.seen.count_in(m, node.b);
+                    probes.push(probe_for(m, node.b, held_young, false, Some((node.a, m - 1, total))));
+                }
+                None => probes.push(probe_for(node.a, node.b, held, true, None)),
+            }
+        }
+        requests += probes.len() as u64;
+        let number = target.number.clone();
+        let answers: Vec<(Probe, Answer)> = futures::stream::iter(probes)
+            .map(|probe| {
+                let number = number.clone();
+                async move {
+                    let window = (probe.a, probe.b);
+                    let answer = match probe.count_at {
+                        Some(offset) => count_window(source, number, window, offset).await,
+                        None => fetch_window(source, number, window, ctx.page_size).await,
+                    };
+                    (probe, answer)
+                }
+            })
+            .buffer_unordered(tuning.in_flight.max(1))
+            .collect()
+            .await;
+        for (probe, answer) in answers {
+            let (total, calls) = match answer {
+                Ok(answer) => answer,
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                    continue;
+                }
+            };
+            absorb(metrics, target, ctx, (probe.a, probe.b), &calls, true, tally);
+            if probe.count_at.is_some() {
+                frontier.push(Node { a: probe.a, b: probe.b, total: Some(total), fetch: false });
+            }
+            if let Some((a, b, parent)) = probe.sibling {
+                frontier.push(Node { a, b, total: Some(parent.saturating_sub(total)), fetch: false });
+            }
+        }
+        if first_error.is_some() {
+            break;
+        }
+    }
+    match first_error {
+        Some(error) => Err(error),
+        None => Ok(requests),
+    }
+}
+
+/// Session ids of a backfill chunk already taken, so a call a moving
+/// listing shows twice across pages counts once.
+pub(crate) fn dedupe_chunk(calls: Vec<Call>) -> Vec<Call> {
+    let mut ids = HashSet::with_capacity(calls.len());
+    calls.into_iter().filter(|c| ids.insert(c.session_id.clone())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_stay_inside_the_window_and_follow_the_prior() {
+        let prior = AgePrior::default();
+        let now = 1_000_000;
+        // (a, b): the split must satisfy a < m <= b.
+        for (a, b) in [(now - 14_400, now), (now - 1, now), (now - 100, now - 50), (5, 6)] {
+            let m = prior.split(now, a, b).expect("splittable");
+            assert!(a < m && m <= b, "[{a}, {b}] split at {m}");
+        }
+        assert_eq!(prior.split(now, now, now), None);
+        // Log-uniform: the split of four hours sits near the geometric mean
+        // of the ages (about two minutes), not at two hours.
+        let m = prior.split(now, now - 14_400, now).expect("split");
+        assert!((60..=240).contains(&(now - m)), "age {}", now - m);
+        // Having learned that new calls start about 30 minutes before the
+        // poll, a window of the last four hours splits near there.
+        let mut learned = AgePrior::default();
+        for _ in 0..1_000 {
+            learned.observe(1_800);
+        }
+        let m = learned.split(now, now - 14_400, now).expect("split");
+        assert!((1_024..=2_048).contains(&(now - m)), "age {}", now - m);
+    }
+
+    #[test]
+    fn chunks_drop_repeated_ids() {
+        let call = |id: &str| Call {
+            dest: "1".into(),
+            src: "2".into(),
+            start: 10,
+            end: 20,
+            session_id: id.into(),
+            call_type: plumline_api::CallType::Inbound,
+            log: false,
+        };
+        let kept = dedupe_chunk(vec![call("a"), call("b"), call("a")]);
+        assert_eq!(kept.iter().map(|c| c.session_id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    }
+}
