@@ -1,7 +1,8 @@
 //! [`LocalDir`]: a lake in a local directory.
 //!
-//! Small objects are written through a temp file, fsync and rename (or a
-//! hard link, which fails if the target exists, for create-if-absent);
+//! Small objects are written through a temp file and a rename (or a hard
+//! link, which fails if the target exists, for create-if-absent), fsynced
+//! only for state (claims are leases, worthless after a crash);
 //! replace-if-unchanged holds an exclusive lock on a sibling `.lock` file
 //! while it compares the content hash and renames. Data files are staged as
 //! hidden temps named with the run's token, fsynced, and renamed into place
@@ -73,23 +74,27 @@ fn small_temp(target: &Path) -> PathBuf {
     target.with_file_name(temp_name(name, &token, SEQ.fetch_add(1, Ordering::Relaxed)))
 }
 
-/// Writes `body` durably to a new temp beside `target`; returns the temp.
-fn write_temp(target: &Path, body: &[u8]) -> Result<TempFile, ExportError> {
+/// Writes `body` to a new temp beside `target` (fsynced if `durable`);
+/// returns the temp.
+fn write_temp(target: &Path, body: &[u8], durable: bool) -> Result<TempFile, ExportError> {
     let dir = target.parent().unwrap_or_else(|| Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| ExportError::io("creating", dir, e))?;
     let temp = TempFile::new(small_temp(target));
     let mut file = File::create(temp.path()).map_err(|e| ExportError::io("creating", temp.path(), e))?;
     file.write_all(body).map_err(|e| ExportError::io("writing", temp.path(), e))?;
-    file.sync_all().map_err(|e| ExportError::io("syncing", temp.path(), e))?;
+    if durable {
+        file.sync_all().map_err(|e| ExportError::io("syncing", temp.path(), e))?;
+    }
     Ok(temp)
 }
 
-/// Writes `body` to `target` through a temp file, fsync and rename.
-fn write_atomically(target: &Path, body: &[u8]) -> Result<(), ExportError> {
-    let temp = write_temp(target, body)?;
+/// Writes `body` to `target` through a temp file and a rename; `durable`
+/// adds the fsyncs that make it survive a power loss.
+fn write_atomically(target: &Path, body: &[u8], durable: bool) -> Result<(), ExportError> {
+    let temp = write_temp(target, body, durable)?;
     std::fs::rename(temp.path(), target).map_err(|e| ExportError::io("renaming into", target, e))?;
     temp.disarm();
-    sync_dir(target.parent().unwrap_or_else(|| Path::new(".")))
+    if durable { sync_dir(target.parent().unwrap_or_else(|| Path::new("."))) } else { Ok(()) }
 }
 
 /// Makes a rename in `dir` durable.
@@ -115,7 +120,10 @@ impl Destination for LocalDir {
     fn create(&self, rel: &str, body: Bytes) -> BoxFut<'_, Result<Option<Version>, ExportError>> {
         let target = self.path(rel);
         Box::pin(blocking(move || {
-            let temp = write_temp(&target, &body)?;
+            // Not fsynced: small objects created or replaced conditionally are
+            // claims (leases, worthless after a crash) and the lake's zone
+            // (recreated by the next run).
+            let temp = write_temp(&target, &body, false)?;
             // A hard link never replaces an existing file: the atomic create.
             let created = match std::fs::hard_link(temp.path(), &target) {
                 Ok(()) => true,
@@ -123,9 +131,6 @@ impl Destination for LocalDir {
                 Err(e) => return Err(ExportError::io("creating", &target, e)),
             };
             drop(temp);
-            if created {
-                sync_dir(target.parent().unwrap_or_else(|| Path::new(".")))?;
-            }
             Ok(created.then(|| content_version(&body)))
         }))
     }
@@ -151,7 +156,7 @@ impl Destination for LocalDir {
             if current.as_deref().map(content_version) != Some(expected) {
                 return Ok(None);
             }
-            write_atomically(&target, &body)?;
+            write_atomically(&target, &body, false)?;
             Ok(Some(content_version(&body)))
             // The lock is released when `lock` is closed.
         }))
@@ -159,7 +164,7 @@ impl Destination for LocalDir {
 
     fn write(&self, rel: &str, body: Bytes) -> BoxFut<'_, Result<(), ExportError>> {
         let target = self.path(rel);
-        Box::pin(blocking(move || write_atomically(&target, &body)))
+        Box::pin(blocking(move || write_atomically(&target, &body, true)))
     }
 
     fn size(&self, rel: &str) -> BoxFut<'_, Result<Option<u64>, ExportError>> {
