@@ -70,14 +70,14 @@ pub(super) fn check_boundary(prev: &Listed, next: &Listed) -> Boundary {
     // The next answer may start earlier than asked (repeating calls) but in
     // the same order: find its first call among the previous answer's.
     let first = next.ids[0];
-    if let Some(at) = prev.ids[..expected].iter().rposition(|id| *id == first) {
-        if let Some(ties) = compare_from(prev, at, next) {
-            return if ties.is_empty() {
-                Boundary::Relisted { extra: expected - at }
-            } else {
-                Boundary::Ties(ties)
-            };
-        }
+    if let Some(at) = prev.ids[..expected].iter().rposition(|id| *id == first)
+        && let Some(ties) = compare_from(prev, at, next)
+    {
+        return if ties.is_empty() {
+            Boundary::Relisted { extra: expected - at }
+        } else {
+            Boundary::Ties(ties)
+        };
     }
     Boundary::Shifted
 }
@@ -255,7 +255,10 @@ mod tests {
                 let made = paging.static_requests(total);
                 let min = minimum_requests(total, size);
                 // made <= 1.02 * min + 1, in integers.
-                assert!(made * 50 <= min * 51 + 50, "size {size}, total {total}: {made} requests, minimum {min}");
+                assert!(
+                    made * 50 <= min * 51 + 50,
+                    "size {size}, total {total}: {made} requests, minimum {min}"
+                );
             }
         }
     }

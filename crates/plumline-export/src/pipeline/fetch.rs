@@ -223,7 +223,11 @@ impl<S: PageSource + 'static> Exporter<S> {
         let total = first.total;
         let paging = Paging::from_first_answer(cx.asked, first.listed.len(), total);
         if paging.size != cx.asked {
-            debug!(asked = cx.asked, served = paging.size, "the server serves another page size; following it");
+            debug!(
+                asked = cx.asked,
+                served = paging.size,
+                "the server serves another page size; following it"
+            );
         }
         // What to ask for: a capped server's size, else what we asked
         // (a server that ignores `limit` serves more anyway).
@@ -287,7 +291,10 @@ impl<S: PageSource + 'static> Exporter<S> {
             ledger.problem = Some(format!("{listed} distinct calls listed but total_calls is {total}"));
         }
         if ledger.out_of_window > 0 {
-            debug!(out_of_window = ledger.out_of_window, "calls listed outside the day's window left to their own day");
+            debug!(
+                out_of_window = ledger.out_of_window,
+                "calls listed outside the day's window left to their own day"
+            );
         }
         Ok(DayFetch {
             rows: ledger.rows,
@@ -312,7 +319,8 @@ impl<S: PageSource + 'static> Exporter<S> {
         let FetchedPage { batch, listed, total, permit } = page;
         let offset = listed.offset;
         if total != ledger.total {
-            ledger.problem = Some(format!("total_calls moved from {} to {total} at offset {offset}", ledger.total));
+            ledger.problem =
+                Some(format!("total_calls moved from {} to {total} at offset {offset}", ledger.total));
             return Ok(Flow::Done);
         }
         let mut ties = BTreeSet::new();
@@ -343,7 +351,8 @@ impl<S: PageSource + 'static> Exporter<S> {
         ledger.pages += 1;
         ledger.prev = listed;
         if full && new == 0 {
-            ledger.problem = Some(format!("the full page at offset {offset} listed no call not listed before"));
+            ledger.problem =
+                Some(format!("the full page at offset {offset} listed no call not listed before"));
             return Ok(Flow::Done);
         }
         Ok(if full { Flow::More } else { Flow::Done })
@@ -410,13 +419,21 @@ impl Ledger {
             keep.push(first_time && inside);
         }
         if outside > 0 {
-            debug!(offset = listed.offset, outside, "calls outside the day's window are left to their own day");
+            debug!(
+                offset = listed.offset,
+                outside, "calls outside the day's window are left to their own day"
+            );
         }
         self.out_of_window += outside;
-        let batch = if keep.iter().all(|k| *k) {
-            batch
-        } else {
-            filter_rows(&batch, &keep).map_err(|source| ExportError::Arrow { day: cx.day.date(), source })?
+        let batch = match kept_run(&keep) {
+            Some((from, len)) if len == batch.num_rows() => {
+                debug_assert_eq!(from, 0);
+                batch
+            }
+            // The usual case: only the repeated call at the head is dropped.
+            Some((from, len)) => batch.slice(from, len),
+            None => filter_rows(&batch, &keep)
+                .map_err(|source| ExportError::Arrow { day: cx.day.date(), source })?,
         };
         let n = batch.num_rows() as u64;
         if n > 0 {
@@ -426,6 +443,16 @@ impl Ledger {
         cx.observer.on_event(&ExportEvent::PageWritten { day: cx.day.date(), calls: n });
         Ok(new)
     }
+}
+
+/// The kept rows as one run `(from, len)`, when they are one (a slice
+/// then serves without copying the batch); `None` when they are scattered.
+fn kept_run(keep: &[bool]) -> Option<(usize, usize)> {
+    let Some(from) = keep.iter().position(|k| *k) else {
+        return Some((0, 0));
+    };
+    let to = keep.iter().rposition(|k| *k).unwrap_or(from);
+    keep[from..=to].iter().all(|k| *k).then_some((from, to + 1 - from))
 }
 
 /// A fetched page, converted, holding its concurrency slot.
@@ -504,6 +531,21 @@ mod tests {
     use crate::{ExportError, Exporter, NoProgress};
 
     const DAY: i64 = 86_400;
+
+    #[test]
+    fn kept_rows_as_one_run() {
+        let cases: [(&[bool], Option<(usize, usize)>); 6] = [
+            (&[], Some((0, 0))),
+            (&[false, false], Some((0, 0))),
+            (&[true, true], Some((0, 2))),
+            (&[false, true, true], Some((1, 2))),
+            (&[false, true, true, false], Some((1, 2))),
+            (&[true, false, true], None),
+        ];
+        for (keep, want) in cases {
+            assert_eq!(super::kept_run(keep), want, "{keep:?}");
+        }
+    }
 
     /// `per_day` calls on each of `days` days, `spacing` seconds apart from
     /// `offset` seconds into the day, `tie` calls per start.
@@ -640,7 +682,10 @@ mod tests {
             ("removed before, added after", vec![(2, gone(3)), (2, late("new"))]),
             ("added before, removed after", vec![(2, early("new")), (2, gone(420))]),
             ("a swap read across two boundaries", vec![(2, gone(3)), (3, early("new"))]),
-            ("a swap across the cursor, then back", vec![(2, gone(3)), (2, late("a")), (4, early("b")), (4, gone(440))]),
+            (
+                "a swap across the cursor, then back",
+                vec![(2, gone(3)), (2, late("a")), (4, early("b")), (4, gone(440))],
+            ),
         ];
         for (name, changes) in cases {
             let dir = tempfile::tempdir().expect("tempdir");
@@ -722,8 +767,10 @@ mod tests {
         assert_eq!((summary.refetches, source.requests()), (0, 2 * Paging::new(70).static_requests(950)));
         for serves in [250, 2_000] {
             let dir = tempfile::tempdir().expect("tempdir");
-            let source =
-                Arc::new(FakeSource { ignore_limit: Some(serves), ..FakeSource::new(calls(2, 950, 60, 0, 1)) });
+            let source = Arc::new(FakeSource {
+                ignore_limit: Some(serves),
+                ..FakeSource::new(calls(2, 950, 60, 0, 1))
+            });
             let summary = export(&source, dir.path(), options(100, 3), 2).await.expect("limit ignored");
             assert_exact(dir.path(), &source, 2);
             assert_eq!(summary.refetches, 0, "serving {serves}");
@@ -733,7 +780,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_error_answer_fails_the_day_naming_it() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let source = Arc::new(FakeSource { fail_window: Some(DAY), ..FakeSource::new(calls(2, 150, 60, 0, 1)) });
+        let source =
+            Arc::new(FakeSource { fail_window: Some(DAY), ..FakeSource::new(calls(2, 150, 60, 0, 1)) });
         let err = export(&source, dir.path(), options(100, 3), 2).await.expect_err("fails");
         let chain = plumline_api::error_chain(&err);
         assert!(matches!(&err, ExportError::Api { day, .. } if day.to_string() == "1970-01-02"), "{chain}");
