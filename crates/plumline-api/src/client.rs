@@ -12,12 +12,12 @@ use tracing::{Instrument, debug, debug_span, warn};
 use url::Url;
 
 use crate::PageSource;
-use crate::error::ApiError;
+use crate::error::{ApiError, ConfigError};
 use crate::model::CallPage;
 use crate::query::PageRequest;
 use crate::retry::RetryPolicy;
 use crate::secret::Credentials;
-use crate::wire::{self, WireFormat};
+use crate::wire::{self, Answer, WireFormat};
 
 /// The vendor's production base URL.
 pub const DEFAULT_BASE_URL: &str = "https://fuse.plumvoice.com/api";
@@ -90,14 +90,10 @@ impl ClientBuilder {
     pub fn build(self) -> Result<Client, ApiError> {
         let base = parse_base_url(&self.base_url, self.allow_http)?;
         if self.credentials.email.trim().is_empty() {
-            return Err(ApiError::InvalidConfig(
-                "the account email is empty: set --email or PLUM_EMAIL".into(),
-            ));
+            return Err(ConfigError::EmptyEmail.into());
         }
         if self.credentials.developer_key.expose().is_empty() {
-            return Err(ApiError::InvalidConfig(
-                "the developer key is empty: set --developer-key or PLUM_DEVELOPER_KEY".into(),
-            ));
+            return Err(ConfigError::EmptyDeveloperKey.into());
         }
         let http = reqwest::Client::builder()
             .connect_timeout(self.connect_timeout)
@@ -105,7 +101,7 @@ impl ClientBuilder {
             .user_agent(self.user_agent)
             .pool_max_idle_per_host(64)
             .build()
-            .map_err(|e| ApiError::InvalidConfig(format!("cannot build the HTTP client: {e}")))?;
+            .map_err(ConfigError::HttpClient)?;
         let host = match (base.host_str(), base.port()) {
             (Some(h), Some(p)) => format!("{h}:{p}"),
             (Some(h), None) => h.to_owned(),
@@ -266,7 +262,13 @@ impl Client {
         let body = response.bytes().await.map_err(|e| self.transport_error(e))?;
         debug!(status = status.as_u16(), bytes = body.len(), "response");
         if status == StatusCode::OK {
-            return Ok(wire::decode_page(&body, inner.wire_format)?);
+            return match wire::decode_answer(&body, inner.wire_format)? {
+                Answer::Page(page) => Ok(page),
+                Answer::Error(message) => {
+                    debug!(status = status.as_u16(), message = %message, "error inside a 200");
+                    Err(ApiError::ServerReportedError { status: status.as_u16(), message })
+                }
+            };
         }
         let message = wire::error_message(&body);
         Err(match status.as_u16() {
@@ -310,37 +312,23 @@ pub fn is_loopback_url(url: &Url) -> bool {
     }
 }
 
-fn parse_base_url(raw: &str, allow_http: bool) -> Result<Url, ApiError> {
-    let url = Url::parse(raw.trim()).map_err(|e| {
-        ApiError::InvalidConfig(format!(
-            "base URL `{raw}` is not a URL ({e}): expected e.g. {DEFAULT_BASE_URL}"
-        ))
-    })?;
+fn parse_base_url(raw: &str, allow_http: bool) -> Result<Url, ConfigError> {
+    let url = Url::parse(raw.trim())
+        .map_err(|source| ConfigError::BaseUrlSyntax { url: raw.to_owned(), source })?;
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(ApiError::InvalidConfig(
-            "the base URL must not carry credentials: pass --email and --developer-key instead".into(),
-        ));
+        return Err(ConfigError::CredentialsInBaseUrl);
     }
     match url.scheme() {
         "https" => {}
         "http" if allow_http || is_loopback_url(&url) => {}
-        "http" => {
-            return Err(ApiError::InvalidConfig(format!(
-                "refusing plain http:// to {}: credentials would cross the network unencrypted; use https:// or pass --allow-http",
-                url.host_str().unwrap_or("?")
-            )));
-        }
-        other => {
-            return Err(ApiError::InvalidConfig(format!(
-                "base URL scheme `{other}` is not supported: use https://"
-            )));
-        }
+        "http" => return Err(ConfigError::PlainHttp { host: url.host_str().unwrap_or("?").to_owned() }),
+        other => return Err(ConfigError::UnsupportedScheme { scheme: other.to_owned() }),
     }
     if url.cannot_be_a_base() || url.host().is_none() {
-        return Err(ApiError::InvalidConfig(format!("base URL `{raw}` has no host")));
+        return Err(ConfigError::NoHost { url: raw.to_owned() });
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(ApiError::InvalidConfig(format!("base URL `{raw}` must not have a query or fragment")));
+        return Err(ConfigError::QueryOrFragment { url: raw.to_owned() });
     }
     Ok(url)
 }
@@ -361,7 +349,7 @@ mod tests {
             ("http://127.0.0.1:8080/api", false, None),
             ("http://localhost:1/", false, None),
             ("http://[::1]:1/api", false, None),
-            ("http://example.com/api", false, Some("--allow-http")),
+            ("http://example.com/api", false, Some("allow plain http")),
             ("http://example.com/api", true, None),
             ("ftp://example.com/", false, Some("not supported")),
             ("not a url", false, Some("is not a URL")),
@@ -370,7 +358,10 @@ mod tests {
         for (url, allow, want) in cases {
             match (client(url, allow), want) {
                 (Ok(_), None) => {}
-                (Err(e), Some(needle)) => assert!(e.to_string().contains(needle), "{url}: {e}"),
+                (Err(e), Some(needle)) => {
+                    let chain = crate::error_chain(&e);
+                    assert!(chain.contains(needle), "{url}: {chain}");
+                }
                 (Ok(_), Some(n)) => panic!("{url} accepted, wanted error containing {n}"),
                 (Err(e), None) => panic!("{url} refused: {e}"),
             }
@@ -391,9 +382,14 @@ mod tests {
     fn missing_credentials_are_config_errors() {
         let err =
             Client::builder(DEFAULT_BASE_URL, Credentials::new("", "k")).build().expect_err("empty email");
-        assert!(err.to_string().contains("PLUM_EMAIL"), "{err}");
+        assert!(matches!(err, ApiError::InvalidConfig(ConfigError::EmptyEmail)), "{err:?}");
         let err =
             Client::builder(DEFAULT_BASE_URL, Credentials::new("a@b", "")).build().expect_err("empty key");
-        assert!(err.to_string().contains("PLUM_DEVELOPER_KEY"), "{err}");
+        assert!(matches!(err, ApiError::InvalidConfig(ConfigError::EmptyDeveloperKey)), "{err:?}");
+        // Library errors name the setting, never a CLI flag or variable.
+        for err in [err, ApiError::RateLimited { retry_after: None }] {
+            let chain = crate::error_chain(&err);
+            assert!(!chain.contains("--") && !chain.contains("PLUM_"), "{chain}");
+        }
     }
 }

@@ -14,9 +14,8 @@ use crate::wire::DecodeError;
 pub enum ApiError {
     /// 401 (or 403): wrong or inactive credentials.
     #[error(
-        "the API refused the credentials (HTTP {status}{}): check the account email \
-         (--email / PLUM_EMAIL) and developer key (--developer-key / PLUM_DEVELOPER_KEY); \
-         the account may be inactive or may not own the number",
+        "the API refused the credentials (HTTP {status}{}): check the account email and \
+         developer key; the account may be inactive or may not own the number",
         message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()
     )]
     Unauthorized {
@@ -32,7 +31,7 @@ pub enum ApiError {
     )]
     MethodNotAllowed,
     /// 429: throttled by the server.
-    #[error("the API is rate limiting requests (HTTP 429){}: lower --concurrency or set a request budget",
+    #[error("the API is rate limiting requests (HTTP 429){}: send fewer requests at once or cap the request rate",
         retry_after.map(|d| format!(", retry after {}s", d.as_secs())).unwrap_or_default())]
     RateLimited {
         /// What the server asked for in `Retry-After`.
@@ -70,6 +69,18 @@ pub enum ApiError {
         #[source]
         source: reqwest::Error,
     },
+    /// A 200 answer whose body carries an `error` (e.g.
+    /// `{"error":"database error","calls":[],"total_calls":0}`): the server
+    /// failed, and the rest of the body is not data. Transient, like a 5xx.
+    #[error(
+        "the API answered HTTP {status} but reported an error: {message}; this is usually temporary, try again later"
+    )]
+    ServerReportedError {
+        /// The HTTP status (200).
+        status: u16,
+        /// The server's `error` text (with its `message`, if any).
+        message: String,
+    },
     /// A 200 body that is not a page.
     #[error("the API sent a body that is not a call page")]
     Decode(#[from] DecodeError),
@@ -77,8 +88,8 @@ pub enum ApiError {
     #[error("invalid query: {0}")]
     InvalidQuery(String),
     /// The client configuration is wrong; nothing was sent.
-    #[error("invalid client configuration: {0}")]
-    InvalidConfig(String),
+    #[error("invalid client configuration")]
+    InvalidConfig(#[from] ConfigError),
     /// Retries ran out; the last error is the source.
     #[error("gave up after {attempts} attempts over {elapsed:.1?}")]
     RetriesExhausted {
@@ -109,7 +120,7 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 impl ApiError {
     /// Whether the same request may succeed if tried again.
     ///
-    /// True for 5xx, 429, timeouts, connection failures and bodies that were
+    /// True for 5xx, errors reported inside a 200, 429, timeouts, connection failures and bodies that were
     /// cut short or undecodable; false for credentials, 405, bad queries and
     /// exhausted retries.
     #[must_use]
@@ -119,6 +130,7 @@ impl ApiError {
             | ApiError::RateLimited { .. }
             | ApiError::Timeout(_)
             | ApiError::Transport { .. }
+            | ApiError::ServerReportedError { .. }
             | ApiError::Decode(_) => true,
             // 408 Request Timeout and 425 Too Early invite a retry.
             ApiError::UnexpectedStatus { status, .. } => matches!(status, 408 | 425),
@@ -151,6 +163,7 @@ impl ApiError {
             ApiError::UnexpectedStatus { .. } => "unexpected_status",
             ApiError::Timeout(_) => "timeout",
             ApiError::Transport { .. } => "transport",
+            ApiError::ServerReportedError { .. } => "server_reported_error",
             ApiError::Decode(_) => "decode",
             ApiError::InvalidQuery(_) => "invalid_query",
             ApiError::InvalidConfig(_) => "invalid_config",
@@ -166,4 +179,59 @@ impl ApiError {
             _ => None,
         }
     }
+}
+
+/// What is wrong with a [`ClientBuilder`](crate::ClientBuilder)'s
+/// configuration, by field. Messages name the setting, not how a program
+/// lets its user set it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The account email (the Basic-auth user) is empty.
+    #[error("the account email is empty")]
+    EmptyEmail,
+    /// The developer key (the Basic-auth password) is empty.
+    #[error("the developer key is empty")]
+    EmptyDeveloperKey,
+    /// The base URL does not parse.
+    #[error("base URL `{url}` is not a URL: expected e.g. {}", crate::DEFAULT_BASE_URL)]
+    BaseUrlSyntax {
+        /// The URL as given.
+        url: String,
+        /// What the parser said.
+        #[source]
+        source: url::ParseError,
+    },
+    /// The base URL carries a user or password; credentials have their own settings.
+    #[error("the base URL must not carry credentials: give the email and developer key separately")]
+    CredentialsInBaseUrl,
+    /// Plain `http://` to a host that is not loopback, without opting in.
+    #[error(
+        "refusing plain http:// to {host}: credentials would cross the network unencrypted; use https:// or allow plain http explicitly"
+    )]
+    PlainHttp {
+        /// The host of the base URL.
+        host: String,
+    },
+    /// A scheme other than `https` (or `http`).
+    #[error("base URL scheme `{scheme}` is not supported: use https://")]
+    UnsupportedScheme {
+        /// The scheme given.
+        scheme: String,
+    },
+    /// The base URL has no host.
+    #[error("base URL `{url}` has no host")]
+    NoHost {
+        /// The URL as given.
+        url: String,
+    },
+    /// The base URL has a query or fragment, which paging would clobber.
+    #[error("base URL `{url}` must not have a query or fragment")]
+    QueryOrFragment {
+        /// The URL as given.
+        url: String,
+    },
+    /// The HTTP stack could not be built (e.g. no TLS backend).
+    #[error("cannot build the HTTP client")]
+    HttpClient(#[source] reqwest::Error),
 }

@@ -2,35 +2,30 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// One completed call, as the API describes it.
 ///
+/// Deserializes (in `wire`) through the same rules as a page's calls.
 /// Serializes with the API's own field names (`type`, not `call_type`), times
 /// as integer UNIX seconds and `log` as a boolean, so the JSON a user sees is
 /// the JSON the vendor documents.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct Call {
     /// Destination phone number.
-    #[serde(deserialize_with = "crate::wire::lenient::string")]
     pub dest: String,
     /// Source phone number; the literal `Outbound` for outbound calls.
-    #[serde(deserialize_with = "crate::wire::lenient::string")]
     pub src: String,
     /// Start of the call, UNIX seconds.
-    #[serde(deserialize_with = "crate::wire::lenient::i64")]
     pub start: i64,
     /// End of the call, UNIX seconds.
-    #[serde(deserialize_with = "crate::wire::lenient::i64")]
     pub end: i64,
     /// Unique id of the call, e.g. `300060;001;1529552581`.
-    #[serde(deserialize_with = "crate::wire::lenient::string")]
     pub session_id: String,
     /// Direction of the call.
     #[serde(rename = "type")]
     pub call_type: CallType,
     /// Whether a detailed call log exists for this call.
-    #[serde(deserialize_with = "crate::wire::lenient::bool")]
     pub log: bool,
 }
 
@@ -93,12 +88,6 @@ impl fmt::Display for CallType {
 impl Serialize for CallType {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(self.as_str())
-    }
-}
-
-impl<'de> Deserialize<'de> for CallType {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        crate::wire::lenient::string(deserializer).map(|s| CallType::from_wire(&s))
     }
 }
 

@@ -101,7 +101,8 @@ async fn wrong_credentials_fail_once_without_retry() {
     assert!(matches!(err, ApiError::Unauthorized { status: 401, .. }), "{err:?}");
     assert!(!err.is_transient());
     let msg = err.to_string();
-    assert!(msg.contains("PLUM_DEVELOPER_KEY") && !msg.contains("not-the-key"), "{msg}");
+    assert!(msg.contains("developer key") && !msg.contains("not-the-key"), "{msg}");
+    assert!(!msg.contains("--") && !msg.contains("PLUM_"), "a library error names no CLI flag: {msg}");
     assert_eq!(server.stats().unauthorized, 1, "401 must not be retried");
 }
 

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use plumline_api::Credentials;
 
+use crate::behaviour::Behaviours;
 use crate::error::SimError;
 
 /// The demo account's email, accepted by a default simulator.
@@ -17,10 +18,11 @@ pub const DEMO_EMAIL: &str = "demo@plumline.invalid";
 pub const DEMO_KEY: &str = "demo-key";
 /// How many deployment numbers a default simulator generates.
 pub const DEFAULT_NUMBER_COUNT: usize = 3;
-/// The longest call the simulator generates, in seconds (2 hours).
+/// The longest call the simulator generates by default, in seconds (2 hours).
 ///
-/// Live-mode consumers can rely on it: a call that started more than this
-/// long ago has ended.
+/// Live-mode consumers can rely on it unless [`SimConfig::long_calls`] is
+/// set: a call that started more than this long ago has ended. With long
+/// calls, [`SimConfig::max_call_secs`] is the bound.
 pub const MAX_CALL_SECS: i64 = 7_200;
 /// At most this many calls per number per UTC day; session ids stay in the
 /// vendor's six-digit shape up to it.
@@ -71,6 +73,36 @@ pub struct SimConfig {
     pub faults: Faults,
     /// Upper bound on calls held in the day cache; about 28 bytes each.
     pub cache_calls: usize,
+    /// Force ties in `start`: when above 1, calls of a number come in runs
+    /// of this many sharing one start second (e.g. 4 puts four calls on
+    /// every start second used). 0 or 1 leaves starts independent.
+    pub ties: u32,
+    /// Give a share of calls a long duration (up to several hours), as live
+    /// call centres have; `None` keeps every call within [`MAX_CALL_SECS`].
+    pub long_calls: Option<LongCalls>,
+    /// How the server answers beyond the happy path (all off by default).
+    pub behaviours: Behaviours,
+}
+
+/// A share of calls that last long: uniformly from 30 minutes (or
+/// `max_secs`, if shorter) to `max_secs`.
+///
+/// In live mode such calls are listed only once they end, hours after
+/// their start, so the days they start in stay incomplete for that long.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LongCalls {
+    /// Share of calls made long, in `[0, 1]`.
+    pub share: f64,
+    /// The longest call, in seconds (at most 65 535).
+    pub max_secs: u32,
+}
+
+impl Default for LongCalls {
+    /// 5 % of calls last from 30 minutes up to 4 hours
+    /// ([`plumline_api::LONGEST_CALL`]).
+    fn default() -> Self {
+        LongCalls { share: 0.05, max_secs: 4 * 3_600 }
+    }
 }
 
 impl Default for SimConfig {
@@ -91,6 +123,9 @@ impl Default for SimConfig {
             clock: SimClock::system(),
             faults: Faults::default(),
             cache_calls: 1_500_000,
+            ties: 0,
+            long_calls: None,
+            behaviours: Behaviours::default(),
         }
     }
 }
@@ -185,6 +220,35 @@ impl SimConfig {
         self
     }
 
+    /// Runs of `ties` calls share a start second (0 or 1: no forced ties).
+    #[must_use]
+    pub fn with_ties(mut self, ties: u32) -> Self {
+        self.ties = ties;
+        self
+    }
+
+    /// Make a share of calls long (see [`LongCalls`]).
+    #[must_use]
+    pub fn with_long_calls(mut self, long_calls: Option<LongCalls>) -> Self {
+        self.long_calls = long_calls;
+        self
+    }
+
+    /// Serve with these behaviours.
+    #[must_use]
+    pub fn with_behaviours(mut self, behaviours: Behaviours) -> Self {
+        self.behaviours = behaviours;
+        self
+    }
+
+    /// The longest call this configuration generates, in seconds:
+    /// [`MAX_CALL_SECS`], or the long calls' maximum when that is larger.
+    /// In live mode a window is complete once its end is this far in the past.
+    #[must_use]
+    pub fn max_call_secs(&self) -> i64 {
+        self.long_calls.map_or(MAX_CALL_SECS, |l| MAX_CALL_SECS.max(i64::from(l.max_secs)))
+    }
+
     /// Checks that the configuration can be served.
     pub fn validate(&self) -> Result<(), SimError> {
         let invalid = |msg: String| Err(SimError::InvalidConfig(msg));
@@ -224,6 +288,22 @@ impl SimConfig {
         if self.credentials.email.is_empty() || self.credentials.developer_key.expose().is_empty() {
             return invalid("the simulator needs a non-empty email and developer key".into());
         }
+        if self.ties > 1_000 {
+            return invalid(format!("ties ({}) must be at most 1000 calls per start second", self.ties));
+        }
+        if let Some(long) = self.long_calls {
+            if !(0.0..=1.0).contains(&long.share) {
+                return invalid(format!("the share of long calls ({}) must be between 0 and 1", long.share));
+            }
+            if long.max_secs == 0 || long.max_secs > u32::from(u16::MAX) {
+                return invalid(format!(
+                    "the longest call ({} s) must be between 1 and {} seconds",
+                    long.max_secs,
+                    u16::MAX
+                ));
+            }
+        }
+        self.behaviours.validate()?;
         self.faults.validate()
     }
 }
@@ -447,6 +527,17 @@ mod tests {
             (SimConfig::default().with_generated_numbers(0), "no numbers"),
             (SimConfig::default().with_credentials(Credentials::new("", "k")), "non-empty email"),
             (SimConfig::default().with_faults(Faults::none().with_resets(1.5)), "reset rate"),
+            (SimConfig::default().with_ties(5_000), "ties"),
+            (
+                SimConfig::default().with_long_calls(Some(LongCalls { share: 2.0, max_secs: 60 })),
+                "share of long calls",
+            ),
+            (
+                SimConfig::default().with_long_calls(Some(LongCalls { share: 0.1, max_secs: 100_000 })),
+                "longest call",
+            ),
+            (SimConfig::default().with_behaviours(Behaviours::none().with_slack_secs(-1)), "slack"),
+            (SimConfig::default().with_behaviours(Behaviours::none().with_page_cap(Some(0))), "page cap"),
             (
                 SimConfig::default().with_faults(Faults::none().with_resets(0.6).with_server_errors(0.6)),
                 "add up to",

@@ -10,11 +10,13 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use plumline_api::{Call, CallPage, CallType, PageRequest, WireFormat};
 use tracing::debug;
 
+use crate::behaviour::Mutation;
 use crate::config::{MAX_CALL_SECS, MAX_CALLS_PER_NUMBER_DAY, SimClock, SimConfig};
 use crate::error::SimError;
 use crate::render;
@@ -54,7 +56,7 @@ pub(crate) struct Rec {
     pub(crate) start_sod: u32,
     /// First part of the session id, 100000..=999999, unique per (number, day).
     pub(crate) part1: u32,
-    /// `end - start`, 1..=[`MAX_CALL_SECS`].
+    /// `end - start`, 1..=[`SimConfig::max_call_secs`].
     pub(crate) dur: u16,
     /// Index of the deployment number.
     pub(crate) number: u16,
@@ -203,6 +205,21 @@ struct Inner {
     xml_numbers: Vec<String>,
     part2_width: usize,
     cache: Mutex<DayCache>,
+    /// Days changed by mutations: they take precedence over the cache and
+    /// are never evicted, so a mutation is never lost.
+    patches: Mutex<Patches>,
+    /// Whether `patches` holds any day (a lock-free check for the hot path).
+    patched: AtomicBool,
+    /// Serializes mutations (read, change, store).
+    mutating: Mutex<()>,
+}
+
+#[derive(Default)]
+struct Patches {
+    days: HashMap<i64, Arc<Day>>,
+    /// Session-id prefixes handed out to inserted calls, per (number, day).
+    fresh: HashMap<(u16, i64), u64>,
+    mutations: u64,
 }
 
 struct DayCache {
@@ -245,6 +262,9 @@ impl Simulator {
             numbers,
             config,
             cache: Mutex::new(DayCache { days: HashMap::new(), tick: 0, resident_calls: 0 }),
+            patches: Mutex::new(Patches::default()),
+            patched: AtomicBool::new(false),
+            mutating: Mutex::new(()),
         };
         Ok(Simulator { inner: Arc::new(inner) })
     }
@@ -436,6 +456,7 @@ impl Simulator {
             // A call that starts at `now` or later cannot have ended (durations are ≥ 1 s).
             hi = hi.min(now.saturating_sub(1));
         }
+        let max_call = config.max_call_secs();
         if lo > hi {
             return Vec::new();
         }
@@ -445,9 +466,9 @@ impl Simulator {
             let day_end = day_start + DAY_SECS - 1;
             let (a, b) = (lo.max(day_start), hi.min(day_end));
             let whole = a == day_start && b == day_end;
-            let settled = now.is_none_or(|now| day_end + MAX_CALL_SECS <= now);
+            let settled = now.is_none_or(|now| day_end + max_call <= now);
             let inside_data = day_start >= config.data_start && day_end < config.data_end;
-            if whole && settled && inside_data {
+            if whole && settled && inside_data && !self.is_patched(d) {
                 let len = match filter {
                     Filter::All => {
                         (0..self.inner.numbers.len()).map(|n| u64::from(self.day_count(n, d))).sum()
@@ -465,8 +486,8 @@ impl Simulator {
             let mut picked = Vec::new();
             let mut lo_view = first;
             if let Some(now) = now {
-                // Only calls that started within MAX_CALL_SECS of now may still be running.
-                let cut = day.partition_point(filter, |s| s > now - MAX_CALL_SECS).clamp(first, last);
+                // Only calls that started within the longest call of now may still be running.
+                let cut = day.partition_point(filter, |s| s > now - max_call).clamp(first, last);
                 for v in first..cut {
                     let rec = day.recs[day.rec_index(filter, v) as usize];
                     if day.start(rec) + i64::from(rec.dur) <= now {
@@ -505,7 +526,20 @@ impl Simulator {
         n.min(u64::from(MAX_CALLS_PER_NUMBER_DAY)) as u32
     }
 
+    fn is_patched(&self, d: i64) -> bool {
+        self.inner.patched.load(Ordering::Acquire) && self.patches().days.contains_key(&d)
+    }
+
+    fn patches(&self) -> std::sync::MutexGuard<'_, Patches> {
+        self.inner.patches.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn day(&self, d: i64) -> Arc<Day> {
+        if self.inner.patched.load(Ordering::Acquire)
+            && let Some(day) = self.patches().days.get(&d)
+        {
+            return Arc::clone(day);
+        }
         {
             let mut cache = self.inner.cache.lock().unwrap_or_else(PoisonError::into_inner);
             cache.tick += 1;
@@ -540,7 +574,11 @@ impl Simulator {
         day
     }
 
-    #[allow(clippy::cast_possible_truncation, reason = "all values are bounded far below the target types")]
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "all values are bounded far below the target types, and positive"
+    )]
     fn generate(&self, d: i64) -> Day {
         let config = &self.inner.config;
         let day_start = d * DAY_SECS;
@@ -551,11 +589,29 @@ impl Simulator {
             recs.reserve(count as usize);
             let mut rng = Rng::new(h ^ 0x5EED_CA11);
             let prefix_offset = mix64(h ^ 0x1D) % PREFIX_SPACE;
+            let mut lead_sod = 0;
             for k in 0..u64::from(count) {
                 // Every draw is made for every call, whatever the options,
                 // so turning an option on changes only what it is about.
-                let start_sod = diurnal(&mut rng);
-                let dur = duration(&mut rng);
+                let mut start_sod = diurnal(&mut rng);
+                let mut dur = duration(&mut rng);
+                if config.ties > 1 {
+                    // Runs of `ties` consecutive calls share the run's first start.
+                    if k % u64::from(config.ties) == 0 {
+                        lead_sod = start_sod;
+                    } else {
+                        start_sod = lead_sod;
+                    }
+                }
+                if let Some(long) = config.long_calls {
+                    // From a hash, not the stream, so the other fields stay put.
+                    let bits = mix64(h ^ mix64(k ^ 0x10C6_CA11));
+                    if unit(bits) < long.share {
+                        let max = f64::from(long.max_secs);
+                        let min = max.min(1_800.0);
+                        dur = (min + unit(mix64(bits)) * (max - min)).round().clamp(1.0, max) as u16;
+                    }
+                }
                 let kind_draw = rng.f64();
                 let unknown_draw = rng.f64();
                 let log = rng.f64() < 0.9;
@@ -585,6 +641,12 @@ impl Simulator {
                 });
             }
         }
+        self.build_day(d, recs)
+    }
+
+    /// A [`Day`] from its records, in the server's order.
+    #[allow(clippy::cast_possible_truncation, reason = "a day holds far fewer than 2^32 calls")]
+    fn build_day(&self, d: i64, mut recs: Vec<Rec>) -> Day {
         recs.sort_unstable_by(|a, b| {
             b.start_sod.cmp(&a.start_sod).then(a.part1.cmp(&b.part1)).then(a.number.cmp(&b.number))
         });
@@ -597,6 +659,83 @@ impl Simulator {
             recs: recs.into_boxed_slice(),
             by_number: by_number.into_iter().map(Vec::into_boxed_slice).collect(),
         }
+    }
+
+    /// Mutations applied so far.
+    #[must_use]
+    pub fn mutations(&self) -> u64 {
+        self.patches().mutations
+    }
+
+    /// Applies one `mutation` to the listing of `[start, end_inclusive]`
+    /// (optionally one number) at a position drawn from `rng` in
+    /// `[0, region_end)` (`None`: the whole listing). Returns whether the
+    /// data changed (an empty listing, or no fresh session id left, changes
+    /// nothing).
+    pub(crate) fn mutate(
+        &self,
+        start: i64,
+        end_inclusive: i64,
+        number: Option<&str>,
+        region_end: Option<u64>,
+        mutation: Mutation,
+        rng: &mut Rng,
+    ) -> bool {
+        let _guard = self.inner.mutating.lock().unwrap_or_else(PoisonError::into_inner);
+        let listing = self.resolve(start, end_inclusive, number, usize::MAX, 0);
+        let len = listing.items.len() as u64;
+        if len == 0 {
+            return false;
+        }
+        let hi = region_end.map_or(len, |e| e.clamp(1, len));
+        let Some(&(slot, index)) = usize::try_from(rng.below(hi)).ok().and_then(|p| listing.items.get(p))
+        else {
+            return false;
+        };
+        let day = &listing.days[slot as usize];
+        let index = index as usize;
+        let rec = day.recs[index];
+        let mut recs = day.recs.to_vec();
+        if matches!(mutation, Mutation::Insert | Mutation::Swap) {
+            let Some(fresh) = self.fresh_rec(day.index, rec, rng) else {
+                return false;
+            };
+            recs.push(fresh);
+        }
+        if matches!(mutation, Mutation::Remove | Mutation::Swap) {
+            recs.remove(index);
+        }
+        let patched = Arc::new(self.build_day(day.index, recs));
+        debug!(day = day.index, mutation = ?mutation, n_calls = patched.recs.len(), "mutated day");
+        let mut all = self.patches();
+        all.days.insert(day.index, patched);
+        all.mutations += 1;
+        self.inner.patched.store(true, Ordering::Release);
+        true
+    }
+
+    /// A new call like `like` (same number, start, duration and kind) with
+    /// a session id no generated or inserted call of its day has.
+    #[allow(clippy::cast_possible_truncation, reason = "below 1 000 000")]
+    fn fresh_rec(&self, d: i64, like: Rec, rng: &mut Rng) -> Option<Rec> {
+        let number = usize::from(like.number);
+        let generated = u64::from(self.day_count(number, d));
+        let k = {
+            let mut patches = self.patches();
+            let used = patches.fresh.entry((like.number, d)).or_insert(0);
+            *used += 1;
+            generated + *used - 1
+        };
+        if k >= PREFIX_SPACE {
+            return None;
+        }
+        let prefix_offset = mix64(self.day_hash(number, d) ^ 0x1D) % PREFIX_SPACE;
+        Some(Rec {
+            peer: 2_000_000_000 + rng.below(8_000_000_000),
+            part1: ((k * PREFIX_STRIDE + prefix_offset) % PREFIX_SPACE + 100_000) as u32,
+            delay: rng.below(120) as u8,
+            ..like
+        })
     }
 }
 

@@ -27,6 +27,7 @@
 //! # Ok(()) }
 //! ```
 
+mod behaviour;
 mod config;
 mod dataset;
 mod error;
@@ -34,9 +35,13 @@ mod render;
 mod rng;
 mod server;
 
+pub use behaviour::{
+    BehaviourStats, Behaviours, ErrorIn200, LaggingTotal, MovingSource, Mutation, Persistence, Region,
+    WindowSet,
+};
 pub use config::{
-    DEFAULT_NUMBER_COUNT, DEMO_EMAIL, DEMO_KEY, Fault, Faults, MAX_CALL_SECS, MAX_CALLS_PER_NUMBER_DAY,
-    SimClock, SimConfig,
+    DEFAULT_NUMBER_COUNT, DEMO_EMAIL, DEMO_KEY, Fault, Faults, LongCalls, MAX_CALL_SECS,
+    MAX_CALLS_PER_NUMBER_DAY, SimClock, SimConfig,
 };
 pub use dataset::Simulator;
 pub use error::SimError;

@@ -306,6 +306,20 @@ pub(crate) fn json_error(message: &str) -> Vec<u8> {
     format!("{{\"error\":\"{}\"}}", json_escaped(message)).into_bytes()
 }
 
+/// `{"error":"…","calls":[],"total_calls":0}`: an error inside a 200.
+pub(crate) fn json_error_page(message: &str) -> Vec<u8> {
+    format!("{{\"error\":\"{}\",\"calls\":[],\"total_calls\":0}}", json_escaped(message)).into_bytes()
+}
+
+/// `<result><error>…</error><calls/><total_calls>0</total_calls></result>`: an error inside a 200.
+pub(crate) fn xml_error_page(message: &str) -> Vec<u8> {
+    format!(
+        "<?xml version=\"1.0\"?>\n<result><error>{}</error><calls/><total_calls>0</total_calls></result>\n",
+        xml_escaped(message)
+    )
+    .into_bytes()
+}
+
 /// `<result><error>…</error></result>`.
 pub(crate) fn xml_error(message: &str) -> Vec<u8> {
     format!("<?xml version=\"1.0\"?>\n<result><error>{}</error></result>\n", xml_escaped(message))

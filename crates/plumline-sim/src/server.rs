@@ -1,6 +1,6 @@
 //! [`SimServer`]: the HTTP face of a [`Simulator`], with fault injection.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -27,11 +27,12 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, info, warn};
 
+use crate::behaviour::{BehaviourStats, Behaviours, Region};
 use crate::config::{Fault, Faults, SimConfig};
 use crate::dataset::Simulator;
 use crate::error::SimError;
 use crate::render;
-use crate::rng::{Rng, mix64};
+use crate::rng::{Rng, hash_str, mix64};
 
 /// The path every API URL starts with, as on the vendor's host.
 pub const BASE_PATH: &str = "/api";
@@ -114,11 +115,42 @@ struct FaultState {
     rng: Rng,
 }
 
+/// A query window as the server counts requests: `(start, end, number)`.
+type WindowKey = (i64, i64, Option<String>);
+
+#[derive(Debug, Default)]
+struct BehaviourCounters {
+    errors_in_200: AtomicU64,
+    mutations: AtomicU64,
+    lagged_totals: AtomicU64,
+    shuffled_pages: AtomicU64,
+    slack_calls: AtomicU64,
+}
+
+impl BehaviourCounters {
+    fn snapshot(&self) -> BehaviourStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        BehaviourStats {
+            errors_in_200: get(&self.errors_in_200),
+            mutations: get(&self.mutations),
+            lagged_totals: get(&self.lagged_totals),
+            shuffled_pages: get(&self.shuffled_pages),
+            slack_calls: get(&self.slack_calls),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Shared {
     sim: Simulator,
     faults: Mutex<FaultState>,
     stats: Counters,
+    behaviours: Mutex<Arc<Behaviours>>,
+    /// Page requests per window, since the behaviours were last set.
+    windows: Mutex<HashMap<WindowKey, u64>>,
+    /// Page requests ever answered, for per-request seeds.
+    serial: AtomicU64,
+    behaviour_stats: BehaviourCounters,
 }
 
 impl Shared {
@@ -126,12 +158,33 @@ impl Shared {
         let faults = config.faults.clone();
         // Seeded, so a sequential client meets the same faults on every run.
         let rng = Rng::new(mix64(config.seed ^ 0xFA_017));
+        let behaviours = Arc::new(config.behaviours.clone());
         let sim = Simulator::new(config)?;
         Ok(Shared {
             sim,
             faults: Mutex::new(FaultState { faults, script: VecDeque::new(), rng }),
             stats: Counters::default(),
+            behaviours: Mutex::new(behaviours),
+            windows: Mutex::new(HashMap::new()),
+            serial: AtomicU64::new(0),
+            behaviour_stats: BehaviourCounters::default(),
         })
+    }
+
+    fn behaviours(&self) -> Arc<Behaviours> {
+        Arc::clone(&self.behaviours.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn windows(&self) -> std::sync::MutexGuard<'_, HashMap<WindowKey, u64>> {
+        self.windows.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts a page request of `params`' window; returns its number (1-based).
+    fn count_window(&self, params: &Params) -> u64 {
+        let mut windows = self.windows();
+        let n = windows.entry((params.start, params.end, params.number.clone())).or_insert(0);
+        *n += 1;
+        *n
     }
 
     fn fault_state(&self) -> std::sync::MutexGuard<'_, FaultState> {
@@ -294,6 +347,49 @@ impl SimServer {
     #[must_use]
     pub fn stats(&self) -> SimStats {
         self.shared.stats.snapshot()
+    }
+
+    /// Replaces the behaviours in force and restarts every window's request
+    /// count, so "the first N requests" count from here. Mutations already
+    /// applied stay (they are the data now).
+    ///
+    /// # Errors
+    /// [`SimError::InvalidConfig`] when they do not validate; the old ones then stay.
+    pub fn set_behaviours(&self, behaviours: Behaviours) -> Result<(), SimError> {
+        behaviours.validate()?;
+        *self.shared.behaviours.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(behaviours);
+        self.shared.windows().clear();
+        Ok(())
+    }
+
+    /// The behaviours in force.
+    #[must_use]
+    pub fn behaviours(&self) -> Behaviours {
+        (*self.shared.behaviours()).clone()
+    }
+
+    /// What the behaviours have done so far.
+    #[must_use]
+    pub fn behaviour_stats(&self) -> BehaviourStats {
+        self.shared.behaviour_stats.snapshot()
+    }
+
+    /// Page requests of the window `[start, end]` (exactly as in the path)
+    /// for `number` (`None`: unfiltered) that reached the data, whatever
+    /// they were answered (a page, an error inside a 200, a cut-short
+    /// body), since the behaviours were last set.
+    #[must_use]
+    pub fn window_requests(&self, start: i64, end: i64, number: Option<&str>) -> u64 {
+        let key = (start, end, number.filter(|n| !n.is_empty()).map(str::to_owned));
+        self.shared.windows().get(&key).copied().unwrap_or(0)
+    }
+
+    /// Page requests of every window that reached the data, since the
+    /// behaviours were last set: compare with the minimum a client needs
+    /// (`ceil(total / page)` per window).
+    #[must_use]
+    pub fn page_requests(&self) -> u64 {
+        self.shared.windows().values().sum()
     }
 
     /// Sets the simulator's clock to `now` (UNIX seconds; the clock becomes
@@ -459,13 +555,28 @@ async fn handle(
     Ok(page_response(&shared, &params, format, fault))
 }
 
-/// A 200 with the page `params` ask for, cut short when `fault` says so.
+/// A 200 with the page `params` ask for (as the behaviours in force shape
+/// it), cut short when `fault` says so; then the moving source's step, if due.
 fn page_response(shared: &Shared, params: &Params, format: WireFormat, fault: Fault) -> Response<SimBody> {
     let stats = &shared.stats;
-    // Pages cost O(days + log n + limit); a day is generated at most once
-    // while cached, so this stays short enough to run on the async worker.
-    let resolved =
-        shared.sim.resolve(params.start, params.end, params.number.as_deref(), params.limit, params.offset);
+    let behaviours = shared.behaviours();
+    let nth = shared.count_window(params);
+    let serial = shared.serial.fetch_add(1, Ordering::Relaxed);
+    if let Some(error) = &behaviours.error_in_200
+        && error.windows.matches(params.start, params.end)
+        && error.persistence.applies(nth)
+    {
+        bump(&shared.behaviour_stats.errors_in_200);
+        debug!(start = params.start, end = params.end, nth, message = %error.message, "error inside a 200");
+        let body = match format {
+            WireFormat::Json => render::json_error_page(&error.message),
+            WireFormat::Xml => render::xml_error_page(&error.message),
+        };
+        let mut response = Response::new(SimBody::Full(Some(Bytes::from(body))));
+        response.headers_mut().insert(CONTENT_TYPE, content_type(format));
+        return response;
+    }
+    let resolved = resolve_page(shared, &behaviours, params, nth, serial);
     let mut body = Vec::new();
     shared.sim.render(&resolved, params.offset, format, &mut body);
     let n_calls = resolved.items.len();
@@ -477,9 +588,12 @@ fn page_response(shared: &Shared, params: &Params, format: WireFormat, fault: Fa
         limit = params.limit,
         n_calls,
         total_calls = resolved.total,
+        nth,
         fault = %fault,
         "page"
     );
+    drop(resolved);
+    move_source(shared, &behaviours, params, nth, n_calls);
     let mut response = if fault == Fault::Truncated {
         bump(&stats.truncated);
         let full = body.len();
@@ -496,6 +610,93 @@ fn page_response(shared: &Shared, params: &Params, format: WireFormat, fault: Fa
     };
     response.headers_mut().insert(CONTENT_TYPE, content_type(format));
     response
+}
+
+/// The calls of one page and the total to report, under the behaviours.
+fn resolve_page(
+    shared: &Shared,
+    behaviours: &Behaviours,
+    params: &Params,
+    nth: u64,
+    serial: u64,
+) -> crate::dataset::Resolved {
+    let sim = &shared.sim;
+    let number = params.number.as_deref();
+    let slack = behaviours.slack_secs;
+    let (start, end) = (params.start.saturating_sub(slack), params.end.saturating_add(slack));
+    let limit = if behaviours.ignore_limit {
+        usize::MAX
+    } else {
+        behaviours
+            .page_cap
+            .and_then(|cap| usize::try_from(cap).ok())
+            .map_or(params.limit, |cap| params.limit.min(cap))
+    };
+    // Pages cost O(days + log n + limit); a day is generated at most once
+    // while cached, so this stays short enough to run on the async worker.
+    // Shuffled ties need the whole listing: a tie may straddle the page.
+    let mut resolved = if behaviours.shuffle_ties {
+        let mut all = sim.resolve(start, end, number, usize::MAX, 0);
+        let mut rng = Rng::new(mix64(sim.config().seed ^ mix64(serial ^ 0x5_4FF1E)));
+        shuffle_ties(&mut all, &mut rng);
+        let from = usize::try_from(params.offset).unwrap_or(usize::MAX).min(all.items.len());
+        let to = from.saturating_add(limit).min(all.items.len());
+        all.items.truncate(to);
+        all.items.drain(..from);
+        bump(&shared.behaviour_stats.shuffled_pages);
+        all
+    } else {
+        sim.resolve(start, end, number, limit, params.offset)
+    };
+    if slack > 0 {
+        let outside =
+            resolved.iter().filter(|(day, rec)| !(params.start..=params.end).contains(&day.start(*rec)));
+        shared.behaviour_stats.slack_calls.fetch_add(outside.count() as u64, Ordering::Relaxed);
+    }
+    if let Some(lagging) = &behaviours.lagging_total
+        && lagging.windows.matches(params.start, params.end)
+        && nth <= lagging.first_requests
+    {
+        resolved.total = resolved.total.saturating_sub(lagging.lag);
+        bump(&shared.behaviour_stats.lagged_totals);
+    }
+    resolved
+}
+
+/// Permutes every run of equal starts in the listing.
+fn shuffle_ties(listing: &mut crate::dataset::Resolved, rng: &mut Rng) {
+    let starts: Vec<i64> = listing.iter().map(|(day, rec)| day.start(rec)).collect();
+    let mut run = 0;
+    while run < starts.len() {
+        let len = starts[run..].iter().take_while(|&&s| s == starts[run]).count();
+        for i in (1..len).rev() {
+            let j = usize::try_from(rng.below(i as u64 + 1)).unwrap_or(0);
+            listing.items.swap(run + i, run + j);
+        }
+        run += len;
+    }
+}
+
+/// The moving source's step after the `nth` request of a window, if due.
+fn move_source(shared: &Shared, behaviours: &Behaviours, params: &Params, nth: u64, n_served: usize) {
+    let Some(moving) = &behaviours.moving else { return };
+    if !moving.windows.matches(params.start, params.end) || !moving.after_requests.contains(&nth) {
+        return;
+    }
+    let region_end = match moving.region {
+        Region::Paged => Some(params.offset.saturating_add(n_served as u64)),
+        Region::Anywhere => None,
+    };
+    let window_bits = mix64(params.start.unsigned_abs() ^ mix64(params.end.unsigned_abs()))
+        ^ params.number.as_deref().map_or(0, hash_str);
+    let mut rng = Rng::new(mix64(shared.sim.config().seed ^ window_bits ^ mix64(nth ^ 0x30_71E5)));
+    for _ in 0..moving.per_step {
+        let number = params.number.as_deref();
+        if shared.sim.mutate(params.start, params.end, number, region_end, moving.mutation, &mut rng) {
+            bump(&shared.behaviour_stats.mutations);
+        }
+    }
+    debug!(start = params.start, end = params.end, nth, mutation = ?moving.mutation, "moved the source");
 }
 
 /// `(start, end)` path segments of `/api/calls/{start}/{end}`, if it is that.

@@ -4,7 +4,7 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use plumline_api::{Client, Credentials, DEFAULT_BASE_URL, RetryPolicy, WireFormat};
+use plumline_api::{ApiError, Client, ConfigError, Credentials, DEFAULT_BASE_URL, RetryPolicy, WireFormat};
 
 /// Where the API is and who we are to it.
 #[derive(Debug, Clone, clap::Args)]
@@ -67,4 +67,32 @@ impl ApiArgs {
             .requests_per_second(self.max_rps)
             .build()?)
     }
+}
+
+/// What the user can do about an API error, in this CLI's flags: the
+/// library's errors name settings, the CLI names the flags that set them.
+/// Empty when no flag helps.
+pub fn flag_hint(error: &ApiError) -> &'static str {
+    match error {
+        ApiError::InvalidConfig(ConfigError::PlainHttp { .. }) => " (pass --allow-http to allow it)",
+        ApiError::InvalidConfig(ConfigError::CredentialsInBaseUrl) => {
+            " (pass --email and --developer-key, or PLUM_EMAIL and PLUM_DEVELOPER_KEY, instead)"
+        }
+        ApiError::InvalidConfig(ConfigError::EmptyEmail) => " (set --email or PLUM_EMAIL)",
+        ApiError::InvalidConfig(ConfigError::EmptyDeveloperKey) => {
+            " (set PLUM_DEVELOPER_KEY or pass --developer-key)"
+        }
+        ApiError::Unauthorized { .. } => {
+            " (check --email / PLUM_EMAIL and --developer-key / PLUM_DEVELOPER_KEY)"
+        }
+        ApiError::RateLimited { .. } => " (lower --concurrency or set --max-rps)",
+        ApiError::Timeout(_) => " (raise --request-timeout or lower --concurrency)",
+        ApiError::RetriesExhausted { last, .. } => flag_hint(last),
+        _ => "",
+    }
+}
+
+/// The flag hint for the first API error in `error`'s chain, if any.
+pub fn chain_hint(error: &anyhow::Error) -> &'static str {
+    error.chain().find_map(|e| e.downcast_ref::<ApiError>()).map_or("", flag_hint)
 }

@@ -83,8 +83,10 @@ fn main() -> ExitCode {
 
 #[allow(clippy::print_stderr, reason = "the one place errors reach the user")]
 fn fail(error: &anyhow::Error) -> ExitCode {
-    // `{:#}` prints the whole context chain on one line.
-    eprintln!("error: {error:#}");
+    // `{:#}` prints the whole context chain on one line; library errors
+    // name settings, so the flags that set them are added here.
+    let hint = args::chain_hint(error);
+    eprintln!("error: {error:#}{hint}");
     ExitCode::FAILURE
 }
 

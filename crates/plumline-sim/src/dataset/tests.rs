@@ -392,3 +392,71 @@ fn empty_results_render_per_vendor_and_quirks() {
 fn faults_default_to_none() {
     assert_eq!(SimConfig::default().faults, Faults::none());
 }
+
+/// `part1;number`: the part of a session id that does not depend on the start.
+fn prefix(call: &Call) -> String {
+    call.session_id.rsplit_once(';').map_or_else(String::new, |(p, _)| p.to_owned())
+}
+
+#[test]
+fn long_calls_change_only_durations() {
+    let plain = all(&sim(week()));
+    let long = all(&sim(week().with_long_calls(Some(crate::config::LongCalls::default()))));
+    assert_eq!(plain.len(), long.len());
+    let mut changed = 0;
+    for (a, b) in plain.iter().zip(&long) {
+        assert_eq!((&a.session_id, a.start, &a.dest, a.log), (&b.session_id, b.start, &b.dest, b.log));
+        if a.end != b.end {
+            changed += 1;
+            assert!((1_800..=4 * 3_600).contains(&b.duration_secs()), "{b:?}");
+        }
+    }
+    let share = f64::from(changed) / plain.len() as f64;
+    assert!((0.03..0.07).contains(&share), "long share {share}");
+    assert!(long.iter().any(|c| c.duration_secs() > MAX_CALL_SECS));
+}
+
+#[test]
+fn forced_ties_share_start_seconds_and_change_nothing_else() {
+    let plain = all(&sim(week()));
+    let tied = all(&sim(week().with_ties(5)));
+    assert_eq!(plain.len(), tied.len());
+    let distinct: HashSet<i64> = tied.iter().map(|c| c.start).collect();
+    assert!(distinct.len() * 4 < tied.len(), "{} starts for {} calls", distinct.len(), tied.len());
+    let durations: HashMap<String, i64> = plain.iter().map(|c| (prefix(c), c.duration_secs())).collect();
+    for call in &tied {
+        assert_eq!(durations.get(&prefix(call)), Some(&call.duration_secs()), "{call:?}");
+    }
+    assert_eq!(all(&sim(week().with_ties(1))), plain, "1 is no forced ties");
+}
+
+#[test]
+fn mutations_are_the_truth_and_keep_ids_unique() {
+    let s = sim(week());
+    let (a, b) = (JAN1 + DAY_SECS, JAN1 + 2 * DAY_SECS - 1);
+    let before = s.calls_in(a, b, None);
+    let mut rng = Rng::new(5);
+    assert!(s.mutate(a, b, None, Some(10), Mutation::Swap, &mut rng));
+    assert!(s.mutate(a, b, None, None, Mutation::Insert, &mut rng));
+    assert!(s.mutate(a, b, None, None, Mutation::Remove, &mut rng));
+    let after = s.calls_in(a, b, None);
+    assert_eq!(after.len(), before.len());
+    assert_eq!(s.count_in(a, b, None), after.len() as u64, "a patched day is counted from its records");
+    assert_eq!(s.mutations(), 3);
+    let ids: HashSet<&str> = after.iter().map(|c| c.session_id.as_str()).collect();
+    assert_eq!(ids.len(), after.len());
+    assert_ne!(after, before);
+    // A number's view follows the patch too.
+    let number = s.numbers()[0].clone();
+    let of_number = s.calls_in(a, b, Some(&number));
+    let expected: Vec<&str> = after
+        .iter()
+        .filter(|c| c.session_id.split(';').nth(1) == Some("001"))
+        .map(|c| c.session_id.as_str())
+        .collect();
+    let got: Vec<&str> = of_number.iter().map(|c| c.session_id.as_str()).collect();
+    assert!(got == expected, "the number's view differs from the patched day's");
+    // Nothing outside the day moved, and an empty window cannot move.
+    assert_eq!(s.calls_in(JAN1, a - 1, None), sim(week()).calls_in(JAN1, a - 1, None));
+    assert!(!s.mutate(JAN1 + 30 * DAY_SECS, JAN1 + 31 * DAY_SECS, None, None, Mutation::Remove, &mut rng));
+}
