@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 /// What one answer listed, in the server's order: enough to check the next
 /// page against it.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(super) struct Listed {
     /// The offset asked for.
     pub(super) offset: u64,
@@ -152,21 +152,34 @@ impl Paging {
         listed as u64 >= u64::from(self.size)
     }
 
-    /// Requests a static, well-behaved source costs for a day of `total`
-    /// calls: the planned pages, plus one when the last is full (only a
-    /// short page proves the listing ended, since `total_calls` may lag).
-    #[cfg(test)]
-    pub(super) fn static_requests(self, total: u64) -> u64 {
+    /// Requests the pages of a static, well-behaved source cost for a day
+    /// of `total` calls: the planned pages, plus one when the last is full
+    /// (only a short page proves the listing ended, since `total_calls` may
+    /// lag).
+    fn paging_requests(self, total: u64) -> u64 {
         let planned = self.planned_pages(total);
         let last_offset = (planned - 1) * self.stride;
         let last_len = total.saturating_sub(last_offset).min(u64::from(self.size));
         planned + u64::from(last_len >= u64::from(self.size))
     }
+
+    /// Whether the closing read (the first page again, at the end) fits the
+    /// request budget of a static source: at most 2% + 1 over the minimum.
+    pub(super) fn closing_read_fits(self, total: u64) -> bool {
+        // paging + 1 <= 1.02 * minimum + 1, in integers.
+        self.paging_requests(total) * 50 <= minimum_requests(total, self.size) * 51
+    }
+
+    /// Requests a static, well-behaved source costs for a day of `total`
+    /// calls, the closing read included when it fits.
+    #[cfg(test)]
+    pub(super) fn static_requests(self, total: u64) -> u64 {
+        self.paging_requests(total) + u64::from(self.closing_read_fits(total))
+    }
 }
 
 /// The fewest requests any reader needs for `total` calls at `size` per
 /// page: `ceil(total / size)`.
-#[cfg(test)]
 pub(super) fn minimum_requests(total: u64, size: u32) -> u64 {
     total.div_ceil(u64::from(size.max(1)))
 }

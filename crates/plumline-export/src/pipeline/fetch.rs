@@ -91,10 +91,11 @@ struct DayCx<'a> {
     hasher: SessionHasher,
     /// The page size asked for.
     asked: u32,
+    /// A later attempt: an earlier one did not add up, so the source moves.
     /// Read every tie that straddles a boundary, even when both answers
-    /// agree there (after an attempt that did not add up: a reordered tie
-    /// can hide a call from both answers while their shared call agrees).
-    settle_ties: bool,
+    /// agree there (a reordered tie can hide a call from both answers while
+    /// their shared call agrees), and always make the closing read.
+    again: bool,
     requests: AtomicU64,
 }
 
@@ -162,7 +163,7 @@ impl<S: PageSource + 'static> Exporter<S> {
         let day = Arc::new(p.clone());
         let (mut pages, mut requests) = (0, 0);
         let mut attempt = 1;
-        let mut settle_ties = false;
+        let mut again = false;
         loop {
             let mut sink = self.open_sink(p, properties, location).await?;
             let cx = DayCx {
@@ -172,7 +173,7 @@ impl<S: PageSource + 'static> Exporter<S> {
                 observer,
                 hasher: SessionHasher::default(),
                 asked: self.options.page_size,
-                settle_ties,
+                again,
                 requests: AtomicU64::new(0),
             };
             let fetched = match self.fetch_day(&cx, &mut sink).await {
@@ -205,7 +206,7 @@ impl<S: PageSource + 'static> Exporter<S> {
                 });
             }
             attempt += 1;
-            settle_ties = true;
+            again = true;
             warn!(attempt, reason = %reason, "day does not add up, fetching it again");
             observer.on_event(&ExportEvent::DayRefetch {
                 day: p.date(),
@@ -252,6 +253,8 @@ impl<S: PageSource + 'static> Exporter<S> {
         let FetchedPage { batch, listed, permit, .. } = first;
         ledger.take(batch, &listed, None, sink, cx).await?;
         drop(permit);
+        let closing = cx.again || paging.closing_read_fits(total);
+        let first_listed = if closing { listed.clone() } else { Listed::default() };
         ledger.prev = listed;
         let mut flow = if full { Flow::More } else { Flow::Done };
 
@@ -286,6 +289,9 @@ impl<S: PageSource + 'static> Exporter<S> {
             flow = self.take_page(page, &mut ledger, sink, cx).await?;
         }
 
+        if closing && ledger.problem.is_none() {
+            self.closing_read(&first_listed, limit, &mut ledger, cx).await?;
+        }
         let listed = ledger.seen.len() as u64;
         if ledger.problem.is_none() && listed != total {
             ledger.problem = Some(format!("{listed} distinct calls listed but total_calls is {total}"));
@@ -335,7 +341,7 @@ impl<S: PageSource + 'static> Exporter<S> {
                 return Ok(Flow::Done);
             }
         }
-        if cx.settle_ties {
+        if cx.again {
             ties.extend(straddling_tie(&ledger.prev, &listed));
         }
         for t in ties {
@@ -356,6 +362,74 @@ impl<S: PageSource + 'static> Exporter<S> {
             return Ok(Flow::Done);
         }
         Ok(if full { Flow::More } else { Flow::Done })
+    }
+
+    /// Reads the first page again once the rest is read, and checks it
+    /// lists what it listed first: a call removed and another added in a
+    /// page already read change neither the total nor a later position, and
+    /// only a second look at that page shows them. One request, made when
+    /// the day's request budget has room for it (or the source is known to
+    /// move), so it sees the first page only.
+    async fn closing_read(
+        &self,
+        first: &Listed,
+        limit: u32,
+        ledger: &mut Ledger,
+        cx: &DayCx<'_>,
+    ) -> Result<(), ExportError> {
+        let page = self.spawn(cx, cx.page_request(limit, 0)?, Some(cx.acquire().await?)).await?;
+        let FetchedPage { listed, total, permit, .. } = page;
+        drop(permit);
+        if total != ledger.total {
+            ledger.problem =
+                Some(format!("total_calls moved from {} to {total} by the end of the read", ledger.total));
+            return Ok(());
+        }
+        match check_boundary(first, &listed) {
+            Boundary::Aligned => Ok(()),
+            // A tie reordered: the group is read whole, and a call the
+            // first answer did not list leaves the count off.
+            Boundary::Ties(starts) => {
+                for t in starts {
+                    self.read_tie_unwritten(t, ledger, cx).await?;
+                }
+                Ok(())
+            }
+            Boundary::Relisted { .. } | Boundary::Shifted => {
+                ledger.problem = Some(
+                    "the first page changed while the day was read (a call in it was removed or added)"
+                        .into(),
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// Like [`Self::read_tie`] after the day's rows are written: only counts
+    /// the group's calls as listed (a new one makes the count disagree, and
+    /// the attempt is read again).
+    async fn read_tie_unwritten(
+        &self,
+        t: i64,
+        ledger: &mut Ledger,
+        cx: &DayCx<'_>,
+    ) -> Result<(), ExportError> {
+        let query = CallQuery::new(t, t)
+            .map_err(|e| ExportError::InvalidPlan(e.to_string()))?
+            .with_number(cx.query.number().map(str::to_owned));
+        let request = query.page(cx.asked, 0).map_err(|e| ExportError::InvalidPlan(e.to_string()))?;
+        let answer = self.spawn(cx, request, None).await?;
+        let added = answer
+            .listed
+            .ids
+            .iter()
+            .zip(&answer.listed.starts)
+            .filter(|(id, start)| **start == t && ledger.seen.insert(**id))
+            .count();
+        if added > 0 {
+            debug!(start = t, added, "the closing read found calls not listed before");
+        }
+        Ok(())
     }
 
     /// Reads every call starting at `t` in one answer (window `[t, t]`; a
@@ -682,6 +756,9 @@ mod tests {
             ("removed before, added after", vec![(2, gone(3)), (2, late("new"))]),
             ("added before, removed after", vec![(2, early("new")), (2, gone(420))]),
             ("a swap read across two boundaries", vec![(2, gone(3)), (3, early("new"))]),
+            // Total and every later position hold: only the closing read sees it.
+            ("a swap in the first page", vec![(2, gone(3)), (2, early("new"))]),
+            ("a swap in the first page after the last request", vec![(5, gone(3)), (5, early("new"))]),
             (
                 "a swap across the cursor, then back",
                 vec![(2, gone(3)), (2, late("a")), (4, early("b")), (4, gone(440))],
@@ -699,18 +776,20 @@ mod tests {
 
     /// The limit ARCHITECTURE.md states: one call removed and one added in
     /// pages already read, between the same two requests, changes neither
-    /// the total nor any later position, so no reader within the request
-    /// budget sees it. This test pins that limit down; it fails (and should
-    /// then be turned around) if the read ever learns to see it.
+    /// the total nor any later position; the closing read sees it in the
+    /// first page only. This test pins that limit down; it fails (and should
+    /// then be turned around) if the read ever learns to see it elsewhere.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_swap_inside_the_pages_read_between_two_requests_is_not_seen() {
+    async fn a_swap_inside_the_pages_read_past_the_first_is_not_seen() {
+        // In the second page (offsets 99..199), before the third request.
         let dir = tempfile::tempdir().expect("tempdir");
-        let changes = vec![(2, Change::Remove("0;000003".into())), (2, Change::Insert(call("new", 301)))];
+        let changes =
+            vec![(3, Change::Remove("0;000150".into())), (3, Change::Insert(call("new", 150 * 60 + 1)))];
         let source = Arc::new(FakeSource::new(calls(1, 450, 60, 0, 1)).with_changes(changes));
         let summary = export(&source, dir.path(), options(100, 1), 1).await.expect("export");
         assert_eq!((source.pending(), summary.refetches), (0, 0));
         let rows = lake(dir.path()).remove("1970-01-01").unwrap_or_default();
-        assert!(rows.iter().any(|r| r.0 == "0;000003") && !rows.iter().any(|r| r.0 == "new"));
+        assert!(rows.iter().any(|r| r.0 == "0;000150") && !rows.iter().any(|r| r.0 == "new"));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
