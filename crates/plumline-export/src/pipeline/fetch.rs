@@ -608,7 +608,8 @@ mod tests {
 
     #[test]
     fn kept_rows_as_one_run() {
-        let cases: [(&[bool], Option<(usize, usize)>); 6] = [
+        type Run = Option<(usize, usize)>;
+        let cases: [(&[bool], Run); 6] = [
             (&[], Some((0, 0))),
             (&[false, false], Some((0, 0))),
             (&[true, true], Some((0, 2))),
