@@ -14,7 +14,9 @@
 //! the read, and the attempt is not consistent. The read stops at the first
 //! short page, not at `total_calls` (which may lag); every answer's
 //! `total_calls` must be the first's, and the distinct calls listed (in the
-//! window or not) must equal it.
+//! window or not) must equal it. When the request budget has room, a
+//! closing read asks for the first page again and checks it did not change.
+//! ARCHITECTURE.md ("Consistency") says what this catches and what not.
 
 #[path = "consistency.rs"]
 mod consistency;
@@ -33,7 +35,7 @@ use std::time::Duration;
 use arrow_array::RecordBatch;
 use futures::{StreamExt as _, stream};
 use parquet::file::properties::WriterProperties;
-use plumline_api::{CallQuery, PageRequest, PageSource};
+use plumline_api::{CallQuery, MAX_LIMIT, PageRequest, PageSource};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
@@ -289,13 +291,12 @@ impl<S: PageSource + 'static> Exporter<S> {
             flow = self.take_page(page, &mut ledger, sink, cx).await?;
         }
 
+        ledger.check_count();
         if closing && ledger.problem.is_none() {
             self.closing_read(&first_listed, limit, &mut ledger, cx).await?;
+            ledger.check_count();
         }
         let listed = ledger.seen.len() as u64;
-        if ledger.problem.is_none() && listed != total {
-            ledger.problem = Some(format!("{listed} distinct calls listed but total_calls is {total}"));
-        }
         if ledger.out_of_window > 0 {
             debug!(
                 out_of_window = ledger.out_of_window,
@@ -417,7 +418,9 @@ impl<S: PageSource + 'static> Exporter<S> {
         let query = CallQuery::new(t, t)
             .map_err(|e| ExportError::InvalidPlan(e.to_string()))?
             .with_number(cx.query.number().map(str::to_owned));
-        let request = query.page(cx.asked, 0).map_err(|e| ExportError::InvalidPlan(e.to_string()))?;
+        // The largest page the API allows: a tie (plus any window slack
+        // around it) must fit in one answer.
+        let request = query.page(MAX_LIMIT, 0).map_err(|e| ExportError::InvalidPlan(e.to_string()))?;
         let answer = self.spawn(cx, request, None).await?;
         let added = answer
             .listed
@@ -445,7 +448,9 @@ impl<S: PageSource + 'static> Exporter<S> {
         let query = CallQuery::new(t, t)
             .map_err(|e| ExportError::InvalidPlan(e.to_string()))?
             .with_number(cx.query.number().map(str::to_owned));
-        let request = query.page(cx.asked, 0).map_err(|e| ExportError::InvalidPlan(e.to_string()))?;
+        // The largest page the API allows: a tie (plus any window slack
+        // around it) must fit in one answer.
+        let request = query.page(MAX_LIMIT, 0).map_err(|e| ExportError::InvalidPlan(e.to_string()))?;
         let answer = self.spawn(cx, request, None).await?;
         if answer.total > answer.listed.len() as u64 {
             ledger.problem = Some(format!(
@@ -472,6 +477,15 @@ impl<S: PageSource + 'static> Exporter<S> {
 }
 
 impl Ledger {
+    /// The last check: the distinct calls listed must be what every answer
+    /// said the listing holds.
+    fn check_count(&mut self) {
+        let listed = self.seen.len() as u64;
+        if self.problem.is_none() && listed != self.total {
+            self.problem = Some(format!("{listed} distinct calls listed but total_calls is {}", self.total));
+        }
+    }
+
     /// Writes the calls of an answer not listed before whose start is in the
     /// day's window (and is `only`, when given); returns how many calls it
     /// listed for the first time, in the window or not.
