@@ -7,6 +7,8 @@
 
 use std::collections::BTreeSet;
 
+use plumline_api::MAX_LIMIT;
+
 /// What one answer listed, in the server's order: enough to check the next
 /// page against it.
 #[derive(Debug, Default, Clone)]
@@ -113,32 +115,47 @@ pub(super) fn straddling_tie(prev: &Listed, next: &Listed) -> Option<i64> {
     (before && after).then_some(t)
 }
 
-/// The paging of a day: page `k` at offset `k * stride`, each page
-/// repeating the previous one's last call.
+/// The paging of a day: page `k` at offset `k * stride`, each answer
+/// sharing its last call with the next one's first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Paging {
-    /// Calls per answer (what the server really serves).
+    /// The `limit` asked for.
+    pub(super) limit: u32,
+    /// Calls in a full answer (what the server really serves).
     pub(super) size: u32,
-    /// Offsets between pages: `size - 1`, so consecutive pages share a call
-    /// (`size` when it is 1: no overlap is possible).
+    /// Offsets between pages: `size - 1`, so consecutive answers share a
+    /// call (`size` when it is 1: no overlap is possible).
     pub(super) stride: u64,
 }
 
 impl Paging {
-    /// The paging for `size` calls per answer.
-    pub(super) fn new(size: u32) -> Self {
+    /// The paging for a page size of `page` calls: ask one call more than
+    /// the page and step by the page, so answers overlap by one call at no
+    /// extra request; at the API's largest `limit`, ask the page and step by
+    /// one less.
+    pub(super) fn planned(page: u32) -> Self {
+        let page = page.max(1);
+        if page < MAX_LIMIT { Paging::served(page + 1, page + 1) } else { Paging::served(page, page) }
+    }
+
+    /// Asking `limit`, answers of `size` calls.
+    fn served(limit: u32, size: u32) -> Self {
         let size = size.max(1);
-        Paging { size, stride: u64::from(size.saturating_sub(1).max(1)) }
+        Paging { limit, size, stride: u64::from(size.saturating_sub(1).max(1)) }
     }
 
     /// The paging the first answer shows: a server that serves fewer calls
     /// than asked while the total is larger caps the page size, one that
     /// serves more ignores `limit`; either way follow what it does.
-    pub(super) fn from_first_answer(asked: u32, listed: usize, total: u64) -> Self {
+    pub(super) fn from_first_answer(self, listed: usize, total: u64) -> Self {
         let listed_u32 = u32::try_from(listed).unwrap_or(u32::MAX);
-        let capped = listed_u32 > 0 && listed_u32 < asked && (listed as u64) < total;
-        let ignored = listed_u32 > asked;
-        Paging::new(if capped || ignored { listed_u32 } else { asked })
+        if listed_u32 > 0 && listed_u32 < self.limit && (listed as u64) < total {
+            Paging::served(listed_u32, listed_u32)
+        } else if listed_u32 > self.limit {
+            Paging::served(self.limit, listed_u32)
+        } else {
+            self
+        }
     }
 
     /// Pages planned from a `total`: enough to list `total` calls.
@@ -164,17 +181,21 @@ impl Paging {
     }
 
     /// Whether the closing read (the first page again, at the end) fits the
-    /// request budget of a static source: at most 2% + 1 over the minimum.
-    pub(super) fn closing_read_fits(self, total: u64) -> bool {
+    /// budget of a static source, for a page size of `page`: at most 2% + 1
+    /// requests over the minimum, and at most 2% more calls transferred
+    /// (so only days of 50 pages or more).
+    pub(super) fn closing_read_fits(self, total: u64, page: u32) -> bool {
         // paging + 1 <= 1.02 * minimum + 1, in integers.
-        self.paging_requests(total) * 50 <= minimum_requests(total, self.size) * 51
+        let requests = self.paging_requests(total) * 50 <= minimum_requests(total, page) * 51;
+        let transfer = u64::from(self.size).min(total) * 50 <= total;
+        requests && transfer
     }
 
     /// Requests a static, well-behaved source costs for a day of `total`
-    /// calls, the closing read included when it fits.
+    /// calls at a page size of `page`, the closing read included when it fits.
     #[cfg(test)]
-    pub(super) fn static_requests(self, total: u64) -> u64 {
-        self.paging_requests(total) + u64::from(self.closing_read_fits(total))
+    pub(super) fn static_requests(self, total: u64, page: u32) -> u64 {
+        self.paging_requests(total) + u64::from(self.closing_read_fits(total, page))
     }
 }
 
@@ -226,25 +247,30 @@ mod tests {
 
     #[test]
     fn the_first_answer_sets_the_paging() {
-        assert_eq!(Paging::from_first_answer(100, 100, 450), Paging::new(100));
-        assert_eq!(Paging::from_first_answer(100, 70, 450), Paging::new(70), "capped");
-        assert_eq!(Paging::from_first_answer(100, 70, 70), Paging::new(100), "a short day");
-        assert_eq!(Paging::from_first_answer(100, 450, 450), Paging::new(450), "limit ignored");
-        assert_eq!(Paging::from_first_answer(100, 0, 450), Paging::new(100), "an empty answer");
-        assert_eq!(Paging::new(1).stride, 1);
-        assert_eq!(Paging::new(100).stride, 99);
+        let asked = Paging::planned(100);
+        assert_eq!((asked.limit, asked.size, asked.stride), (101, 101, 100));
+        assert_eq!(asked.from_first_answer(101, 450), asked);
+        assert_eq!(asked.from_first_answer(70, 450), Paging::served(70, 70), "capped");
+        assert_eq!(asked.from_first_answer(100, 450), Paging::served(100, 100), "capped at the page");
+        assert_eq!(asked.from_first_answer(70, 70), asked, "a short day");
+        assert_eq!(asked.from_first_answer(450, 450), Paging::served(101, 450), "limit ignored");
+        assert_eq!(asked.from_first_answer(0, 450), asked, "an empty answer");
+        let max = Paging::planned(MAX_LIMIT);
+        assert_eq!((max.limit, max.size, max.stride), (MAX_LIMIT, MAX_LIMIT, u64::from(MAX_LIMIT) - 1));
+        assert_eq!(Paging::served(1, 1).stride, 1);
+        assert_eq!(Paging::planned(1).stride, 1);
     }
 
     #[test]
     fn planned_pages_cover_the_total() {
-        for size in [2_u32, 3, 7, 100] {
-            let p = Paging::new(size);
+        for paging in [2_u32, 3, 7, 100].into_iter().flat_map(|n| [Paging::planned(n), Paging::served(n, n)])
+        {
             for total in 0..2_000_u64 {
-                let n = p.planned_pages(total);
-                let covered = (n - 1) * p.stride + u64::from(size);
-                assert!(covered >= total, "size {size} total {total}: {n} pages cover {covered}");
+                let n = paging.planned_pages(total);
+                let covered = (n - 1) * paging.stride + u64::from(paging.size);
+                assert!(covered >= total, "{paging:?} total {total}: {n} pages cover {covered}");
                 if n > 1 {
-                    assert!((n - 2) * p.stride + u64::from(size) < total, "one page too many");
+                    assert!((n - 2) * paging.stride + u64::from(paging.size) < total, "one page too many");
                 }
             }
         }
@@ -260,12 +286,16 @@ mod tests {
         for base in [33_334_u64, 300_000, 1_000_000, 5_000_000] {
             totals.extend(base.saturating_sub(20)..base + 20);
         }
-        for size in [100_u32, 250, 1_000, 5_000, 10_000] {
+        for size in [1_u32, 2, 100, 250, 1_000, 5_000, 9_999, 10_000] {
             totals.extend((1..300).map(|k| k * u64::from(size)));
             totals.extend((1..300).map(|k| k * u64::from(size) + 1));
-            let paging = Paging::new(size);
+            let paging = Paging::planned(size);
             for &total in &totals {
-                let made = paging.static_requests(total);
+                let made = paging.static_requests(total, size);
+                if size < MAX_LIMIT {
+                    // One call more than the page: the overlap is free.
+                    assert!(made - minimum_requests(total, size) <= 1, "size {size}, total {total}: {made}");
+                }
                 let min = minimum_requests(total, size);
                 // made <= 1.02 * min + 1, in integers.
                 assert!(

@@ -570,11 +570,11 @@ mod tests {
     async fn a_failed_page_names_its_day_and_offset_and_leaves_no_temp() {
         let dir = tempfile::tempdir().expect("tempdir");
         let source =
-            Arc::new(FakeSource { calls: calls(1, 450), fail_at: Some(198), ..FakeSource::default() });
+            Arc::new(FakeSource { calls: calls(1, 450), fail_at: Some(200), ..FakeSource::default() });
         let err = export(&source, dir.path(), options(), 1).await.expect_err("fails");
         match &err {
             ExportError::Api { day, offset, .. } => {
-                assert_eq!((day.to_string().as_str(), *offset), ("1970-01-01", 198));
+                assert_eq!((day.to_string().as_str(), *offset), ("1970-01-01", 200));
             }
             other => panic!("unexpected {other}"),
         }
