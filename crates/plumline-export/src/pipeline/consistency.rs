@@ -147,7 +147,7 @@ impl Paging {
     /// The paging the first answer shows: a server that serves fewer calls
     /// than asked while the total is larger caps the page size, one that
     /// serves more ignores `limit`; either way follow what it does.
-    pub(super) fn from_first_answer(self, listed: usize, total: u64) -> Self {
+    pub(super) fn following_first_answer(self, listed: usize, total: u64) -> Self {
         let listed_u32 = u32::try_from(listed).unwrap_or(u32::MAX);
         if listed_u32 > 0 && listed_u32 < self.limit && (listed as u64) < total {
             Paging::served(listed_u32, listed_u32)
@@ -249,12 +249,12 @@ mod tests {
     fn the_first_answer_sets_the_paging() {
         let asked = Paging::planned(100);
         assert_eq!((asked.limit, asked.size, asked.stride), (101, 101, 100));
-        assert_eq!(asked.from_first_answer(101, 450), asked);
-        assert_eq!(asked.from_first_answer(70, 450), Paging::served(70, 70), "capped");
-        assert_eq!(asked.from_first_answer(100, 450), Paging::served(100, 100), "capped at the page");
-        assert_eq!(asked.from_first_answer(70, 70), asked, "a short day");
-        assert_eq!(asked.from_first_answer(450, 450), Paging::served(101, 450), "limit ignored");
-        assert_eq!(asked.from_first_answer(0, 450), asked, "an empty answer");
+        assert_eq!(asked.following_first_answer(101, 450), asked);
+        assert_eq!(asked.following_first_answer(70, 450), Paging::served(70, 70), "capped");
+        assert_eq!(asked.following_first_answer(100, 450), Paging::served(100, 100), "capped at the page");
+        assert_eq!(asked.following_first_answer(70, 70), asked, "a short day");
+        assert_eq!(asked.following_first_answer(450, 450), Paging::served(101, 450), "limit ignored");
+        assert_eq!(asked.following_first_answer(0, 450), asked, "an empty answer");
         let max = Paging::planned(MAX_LIMIT);
         assert_eq!((max.limit, max.size, max.stride), (MAX_LIMIT, MAX_LIMIT, u64::from(MAX_LIMIT) - 1));
         assert_eq!(Paging::served(1, 1).stride, 1);

@@ -231,7 +231,7 @@ impl<S: PageSource + 'static> Exporter<S> {
         let first =
             self.spawn(cx, cx.page_request(planned_paging.limit, 0)?, Some(cx.acquire().await?)).await?;
         let total = first.total;
-        let paging = planned_paging.from_first_answer(first.listed.len(), total);
+        let paging = planned_paging.following_first_answer(first.listed.len(), total);
         if paging != planned_paging {
             debug!(
                 asked = planned_paging.limit,
