@@ -352,7 +352,7 @@ impl<S: PageSource + 'static> Exporter<S> {
             ties.extend(straddling_tie(&ledger.prev, &listed));
         }
         for t in ties {
-            self.read_tie(t, ledger, sink, cx).await?;
+            self.read_tie(t, &listed, ledger, sink, cx).await?;
             if ledger.problem.is_some() {
                 return Ok(Flow::Done);
             }
@@ -392,59 +392,79 @@ impl<S: PageSource + 'static> Exporter<S> {
                 Some(format!("total_calls moved from {} to {total} by the end of the read", ledger.total));
             return Ok(());
         }
-        match check_boundary(first, &listed) {
-            Boundary::Aligned => Ok(()),
-            // A tie reordered: the group is read whole, and a call the
-            // first answer did not list leaves the count off.
-            Boundary::Ties(starts) => {
-                for t in starts {
-                    self.read_tie_unwritten(t, ledger, cx).await?;
-                }
-                Ok(())
-            }
-            Boundary::Relisted { .. } | Boundary::Shifted => {
-                ledger.problem = Some(
-                    "the first page changed while the day was read (a call in it was removed or added)"
-                        .into(),
-                );
-                Ok(())
-            }
-        }
-    }
-
-    /// Like [`Self::read_tie`] after the day's rows are written: only counts
-    /// the group's calls as listed (a new one makes the count disagree, and
-    /// the attempt is read again).
-    async fn read_tie_unwritten(
-        &self,
-        t: i64,
-        ledger: &mut Ledger,
-        cx: &DayCx<'_>,
-    ) -> Result<(), ExportError> {
-        let query = CallQuery::new(t, t)
-            .map_err(|e| ExportError::InvalidPlan(e.to_string()))?
-            .with_number(cx.query.number().map(str::to_owned));
-        // The largest page the API allows: a tie (plus any window slack
-        // around it) must fit in one answer.
-        let request = query.page(MAX_LIMIT, 0).map_err(|e| ExportError::InvalidPlan(e.to_string()))?;
-        let answer = self.spawn(cx, request, None).await?;
-        let added = answer
-            .listed
-            .ids
-            .iter()
-            .zip(&answer.listed.starts)
-            .filter(|(id, start)| **start == t && ledger.seen.insert(**id))
-            .count();
-        if added > 0 {
-            debug!(start = t, added, "the closing read found calls not listed before");
+        let changed = match check_boundary(first, &listed) {
+            Boundary::Aligned => false,
+            // A tie reordered is no change, a call not listed before is.
+            Boundary::Ties(_) => listed.ids.iter().any(|id| !ledger.seen.contains(id)),
+            Boundary::Relisted { .. } | Boundary::Shifted => true,
+        };
+        if changed {
+            ledger.problem = Some(
+                "the first page changed while the day was read (a call in it was removed or added)".into(),
+            );
         }
         Ok(())
     }
 
-    /// Reads every call starting at `t` in one answer (window `[t, t]`; a
-    /// single-page answer is a snapshot) and writes those not yet listed.
-    /// Runs under the slot of the page being taken, so it needs none.
+    /// Reads every call starting at `t` in one answer, a snapshot, and
+    /// writes those not yet listed. Runs under the slot of the page being
+    /// taken, so it needs none.
+    ///
+    /// The group's offsets are known from the two answers around the
+    /// boundary (starts do not reorder, only ties do), so it is asked for
+    /// within the day's own query, one call of margin on each side to prove
+    /// the answer holds all of it. Only a group that runs past both answers
+    /// is asked for by its own window `[t, t]`.
     async fn read_tie(
+        &self,
+        t: i64,
+        next: &Listed,
+        ledger: &mut Ledger,
+        sink: &mut ParquetSink,
+        cx: &DayCx<'_>,
+    ) -> Result<(), ExportError> {
+        let prev = &ledger.prev;
+        let first = prev.starts.iter().position(|s| *s == t);
+        let last = next.starts.iter().rposition(|s| *s == t);
+        let span = first.zip(last).and_then(|(i0, i1)| {
+            let before_known = i0 > 0 || prev.offset == 0;
+            let after_known = i1 + 1 < next.len() || !ledger.paging.is_full(next.len());
+            let (g0, g1) = (prev.offset + i0 as u64, next.offset + i1 as u64);
+            let from = g0.saturating_sub(1);
+            let limit = u32::try_from(g1 + 2 - from).ok().filter(|l| *l <= MAX_LIMIT)?;
+            (before_known && after_known && g1 >= g0).then_some((from, g0, limit))
+        });
+        let Some((from, g0, limit)) = span else {
+            return self.read_tie_window(t, ledger, sink, cx).await;
+        };
+        let answer = self.spawn(cx, cx.page_request(limit, from)?, None).await?;
+        if answer.total != ledger.total {
+            ledger.problem =
+                Some(format!("total_calls moved from {} to {} at offset {from}", ledger.total, answer.total));
+            return Ok(());
+        }
+        // Whole: the calls of `t` are one run, bounded on each side by
+        // another start or by an end of the listing.
+        let starts = &answer.listed.starts;
+        let run = starts.iter().position(|s| *s == t).zip(starts.iter().rposition(|s| *s == t));
+        let whole = run.is_some_and(|(i0, i1)| {
+            let bounded_before = i0 > 0 || from == 0;
+            let bounded_after = i1 + 1 < starts.len() || starts.len() < limit as usize;
+            bounded_before && bounded_after && starts[i0..=i1].iter().all(|s| *s == t)
+        });
+        if !whole {
+            ledger.problem =
+                Some(format!("the listing moved around the tie at offset {g0} while it was paged"));
+            return Ok(());
+        }
+        let added = ledger.take(answer.batch, &answer.listed, Some(t), sink, cx).await?;
+        debug!(start = t, offset = from, added, "tie read in one answer");
+        Ok(())
+    }
+
+    /// Reads the calls starting at `t` by their own window `[t, t]`, when
+    /// the group is too long to place by offsets.
+    async fn read_tie_window(
         &self,
         t: i64,
         ledger: &mut Ledger,
@@ -466,7 +486,7 @@ impl<S: PageSource + 'static> Exporter<S> {
             return Ok(());
         }
         let added = ledger.take(answer.batch, &answer.listed, Some(t), sink, cx).await?;
-        debug!(start = t, added, "tie read in one answer");
+        debug!(start = t, added, "tie read by its own window");
         Ok(())
     }
 
