@@ -449,7 +449,10 @@ impl<S: PageSource + 'static> Exporter<S> {
         let run = starts.iter().position(|s| *s == t).zip(starts.iter().rposition(|s| *s == t));
         let whole = run.is_some_and(|(i0, i1)| {
             let bounded_before = i0 > 0 || from == 0;
-            let bounded_after = i1 + 1 < starts.len() || starts.len() < limit as usize;
+            // A short answer ends the listing only if it reaches the total
+            // (a server that caps the page size answers short too).
+            let ends = from + starts.len() as u64 >= ledger.total;
+            let bounded_after = i1 + 1 < starts.len() || ends;
             bounded_before && bounded_after && starts[i0..=i1].iter().all(|s| *s == t)
         });
         if !whole {
