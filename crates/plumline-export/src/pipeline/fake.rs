@@ -35,6 +35,8 @@ pub(super) struct FakeSource {
     pub(super) cap: Option<usize>,
     /// Serve this many calls, whatever the limit.
     pub(super) ignore_limit: Option<usize>,
+    /// Serve from offset 0, whatever the offset.
+    pub(super) ignore_offset: bool,
     /// Requests whose window starts here fail (as a client does once its
     /// retries of a `200` carrying `error` ran out).
     pub(super) fail_window: Option<i64>,
@@ -107,7 +109,7 @@ impl PageSource for FakeSource {
             let order = BuildHasherDefault::<DefaultHasher>::default();
             window.sort_by_key(|c| (c.start, order.hash_one((&c.session_id, n))));
         }
-        let offset = usize::try_from(request.offset()).expect("offset");
+        let offset = if self.ignore_offset { 0 } else { usize::try_from(request.offset()).expect("offset") };
         let size = self.ignore_limit.unwrap_or(request.limit() as usize).min(self.cap.unwrap_or(usize::MAX));
         let calls: Vec<Call> = window.iter().skip(offset).take(size).map(|c| (*c).clone()).collect();
         let lag = if n < self.lag.0 { self.lag.1 } else { 0 };

@@ -339,6 +339,12 @@ impl<S: PageSource + 'static> Exporter<S> {
         let mut ties = BTreeSet::new();
         match check_boundary(&ledger.prev, &listed) {
             Boundary::Aligned => {}
+            // No progress: the server answers the same calls whatever the
+            // offset; reading on would never end.
+            Boundary::Relisted { extra } if extra as u64 >= ledger.paging.stride => {
+                ledger.problem = Some(format!("the answer at offset {offset} repeats the one before it"));
+                return Ok(Flow::Done);
+            }
             Boundary::Relisted { extra } => debug!(offset, extra, "the page repeats calls already listed"),
             Boundary::Ties(starts) => ties = starts,
             Boundary::Shifted => {
@@ -358,16 +364,11 @@ impl<S: PageSource + 'static> Exporter<S> {
             }
         }
         let full = ledger.paging.is_full(listed.len());
-        let new = ledger.take(batch, &listed, None, sink, cx).await?;
+        ledger.take(batch, &listed, None, sink, cx).await?;
         // The page leaves our hands only now: its slot frees for another request.
         drop(permit);
         ledger.pages += 1;
         ledger.prev = listed;
-        if full && new == 0 {
-            ledger.problem =
-                Some(format!("the full page at offset {offset} listed no call not listed before"));
-            return Ok(Flow::Done);
-        }
         Ok(if full { Flow::More } else { Flow::Done })
     }
 
@@ -455,6 +456,10 @@ impl<S: PageSource + 'static> Exporter<S> {
             let bounded_after = i1 + 1 < starts.len() || ends;
             bounded_before && bounded_after && starts[i0..=i1].iter().all(|s| *s == t)
         });
+        if !whole && starts.len() < limit as usize && from + (starts.len() as u64) < ledger.total {
+            // Cut short (a server that caps the page size): by its window.
+            return self.read_tie_window(t, ledger, sink, cx).await;
+        }
         if !whole {
             ledger.problem =
                 Some(format!("the listing moved around the tie at offset {g0} while it was paged"));
@@ -889,6 +894,15 @@ mod tests {
             export(&source, dir.path(), options(100, concurrency), 2).await.expect("export");
             assert_exact(dir.path(), &source, 2);
         }
+        // A server that caps pages below a tie's length: ties by their window.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let source = Arc::new(FakeSource {
+            shuffle_ties: true,
+            cap: Some(10),
+            ..FakeSource::new(calls(1, 700, 60, 0, 10))
+        });
+        export(&source, dir.path(), options(100, 3), 1).await.expect("export");
+        assert_exact(dir.path(), &source, 1);
         // The same ties in a stable order cost no request more than the plan.
         let dir = tempfile::tempdir().expect("tempdir");
         let source = Arc::new(FakeSource::new(calls(2, 700, 60, 0, 7)));
@@ -916,6 +930,24 @@ mod tests {
             assert_exact(dir.path(), &source, 2);
             assert_eq!(summary.refetches, 0, "serving {serves}");
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_server_that_ignores_offset_fails_the_day_instead_of_paging_forever() {
+        // Its total lags, so the read goes past the plan, where only the
+        // answers themselves can stop it.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let source = Arc::new(FakeSource {
+            ignore_offset: true,
+            lag: (u64::MAX, 300),
+            ..FakeSource::new(calls(1, 450, 60, 0, 1))
+        });
+        let run = export(&source, dir.path(), options(100, 3), 1);
+        let err = tokio::time::timeout(std::time::Duration::from_secs(60), run)
+            .await
+            .expect("the read ends")
+            .expect_err("inconsistent");
+        assert!(err.to_string().contains("repeats the one before it"), "{err}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
