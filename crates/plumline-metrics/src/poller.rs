@@ -707,7 +707,7 @@ mod tests {
             "{err}: {}",
             std::error::Error::source(&err).map(ToString::to_string).unwrap_or_default()
         );
-        assert!(text.contains("number 100") && text.contains("PLUM_DEVELOPER_KEY"), "{text}");
+        assert!(text.contains("number 100") && text.contains("developer key"), "{text}");
 
         let (mut poller, api, now) = setup(Vec::new(), config(&["100"]));
         now.store(T0, Ordering::SeqCst);

@@ -11,6 +11,12 @@
 //!   Basic auth, JSON or XML), with optional quirky encodings, live
 //!   visibility driven by a [`SimClock`], and injected [`Faults`] (latency,
 //!   500, 429, resets, truncated bodies), random or scripted ([`Fault`]).
+//! - [`Behaviours`]: what real servers of this family do inside a 200 —
+//!   window slack, an `error` in a 200 ([`ErrorIn200`]), a source that moves
+//!   between requests ([`MovingSource`]), a lagging total ([`LaggingTotal`]),
+//!   ties shuffled per request, a capped or ignored `limit`. With
+//!   [`SimConfig::ties`] and [`SimConfig::long_calls`] the data itself has
+//!   many ties in `start` and calls hours long.
 //!
 //! Production code never depends on this crate.
 //!

@@ -10,6 +10,8 @@ use std::fmt;
 
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
+use crate::model::CallType;
+
 /// An integer from text: `"42"`, `" 42 "`, or a whole `"42.0"`.
 pub(crate) fn parse_i64(v: &str) -> Result<i64, String> {
     let t = v.trim();
@@ -41,14 +43,50 @@ pub(crate) fn parse_bool(v: &str) -> Result<bool, String> {
 /// as a map holding its text under `$text`. An empty element is `None`.
 fn leaf_text<'de, A: MapAccess<'de>>(mut map: A) -> Result<Option<String>, A::Error> {
     let mut text = None;
-    while let Some(key) = map.next_key::<String>()? {
-        if key == "$text" || key == "$value" {
+    while let Some(key) = map.next_key::<Key>()? {
+        if key == Key::Text {
             text = map.next_value_seed(LeafSeed)?;
         } else {
             map.next_value::<de::IgnoredAny>()?;
         }
     }
     Ok(text)
+}
+
+/// A map key, told apart without allocating: a leaf's text (`$text` or
+/// `$value`), `message`, or anything else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Key {
+    Text,
+    Message,
+    Other,
+}
+
+impl<'de> de::Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = Key;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
+                Ok(match v {
+                    "$text" | "$value" => Key::Text,
+                    "message" => Key::Message,
+                    _ => Key::Other,
+                })
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Key, E> {
+                Ok(Key::Other)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Key, E> {
+                Ok(Key::Other)
+            }
+        }
+        d.deserialize_identifier(KeyVisitor)
+    }
 }
 
 struct LeafSeed;
@@ -201,6 +239,46 @@ pub(crate) fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Strin
     d.deserialize_any(StringVisitor)
 }
 
+struct CallTypeVisitor;
+
+impl<'de> Visitor<'de> for CallTypeVisitor {
+    type Value = Option<CallType>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a call type")
+    }
+    // Known types allocate nothing; others are kept verbatim (trimmed).
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Some(CallType::from_wire(v.trim())))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Some(CallType::Other(v.to_string())))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Some(CallType::Other(v.to_string())))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        match leaf_text(map)? {
+            Some(text) => self.visit_str(&text),
+            None => Ok(None),
+        }
+    }
+}
+
+/// A call `type`, or `None` for `null`.
+pub(crate) fn opt_call_type<'de, D: Deserializer<'de>>(d: D) -> Result<Option<CallType>, D::Error> {
+    d.deserialize_any(CallTypeVisitor)
+}
+
 struct ErrorVisitor;
 
 impl<'de> Visitor<'de> for ErrorVisitor {
@@ -239,12 +317,12 @@ impl<'de> Visitor<'de> for ErrorVisitor {
         // An XML element's text arrives as `$text`; an empty element (or
         // `{}`) has no keys at all and is no error.
         let (mut message, mut other_keys) = (None, false);
-        while let Some(key) = map.next_key::<String>()? {
-            if key == "message" || key == "$text" || key == "$value" {
-                message = map.next_value_seed(OptStringSeed)?;
-            } else {
+        while let Some(key) = map.next_key::<Key>()? {
+            if key == Key::Other {
                 other_keys = true;
                 map.next_value::<de::IgnoredAny>()?;
+            } else {
+                message = map.next_value_seed(OptStringSeed)?;
             }
         }
         Ok(message.or_else(|| other_keys.then(|| "an error object without a message".to_owned())))

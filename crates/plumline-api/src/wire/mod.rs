@@ -146,8 +146,7 @@ pub fn decode_answer(body: &[u8], format: WireFormat) -> Result<Answer, DecodeEr
         return Ok(Answer::Error(compose_message(Some(error), raw.message).unwrap_or_default()));
     }
     let total_calls = raw.total_calls.ok_or_else(|| fail(&"`total_calls` is missing"))?;
-    let calls = raw.calls.into_iter().map(raw::RawCall::into_call).collect::<Result<Vec<_>, _>>();
-    Ok(Answer::Page(CallPage { calls: calls.map_err(|e| fail(&e))?, total_calls }))
+    Ok(Answer::Page(CallPage { calls: raw.calls, total_calls }))
 }
 
 /// Decodes a 200 body as a page; a body carrying an `error` is a

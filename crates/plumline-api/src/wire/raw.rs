@@ -1,11 +1,12 @@
 //! The one raw shape of a call and of a page, shared by JSON and XML, and
 //! the one conversion from it to the model.
 //!
-//! Both formats deserialize into [`RawCall`] (every field optional, scalars
-//! lenient); only the container of the calls differs (a JSON list or
-//! PHP-style object, an XML element of `<item>`s). [`RawCall::into_call`]
-//! then decides, per field and for both formats at once, what a missing
-//! value means:
+//! Both formats deserialize each call into [`RawCall`] (every field
+//! optional, scalars lenient) and convert it at once, element by element
+//! (no intermediate list); only the container of the calls differs (a JSON
+//! list or PHP-style object, an XML element of `<item>`s).
+//! [`RawCall::into_call`] decides, per field and for both formats at once,
+//! what a missing value means:
 //!
 //! | field | missing or `null` |
 //! |---|---|
@@ -35,8 +36,8 @@ pub(crate) struct RawCall {
     end: Option<i64>,
     #[serde(default, deserialize_with = "lenient::opt_string")]
     session_id: Option<String>,
-    #[serde(rename = "type", default, deserialize_with = "lenient::opt_string")]
-    call_type: Option<String>,
+    #[serde(rename = "type", default, deserialize_with = "lenient::opt_call_type")]
+    call_type: Option<CallType>,
     #[serde(default, deserialize_with = "lenient::opt_bool")]
     log: Option<bool>,
 }
@@ -57,7 +58,7 @@ impl RawCall {
             src: self.src.unwrap_or_default(),
             start,
             end,
-            call_type: CallType::from_wire(self.call_type.as_deref().unwrap_or("").trim()),
+            call_type: self.call_type.unwrap_or_else(|| CallType::Other(String::new())),
             log: self.log.unwrap_or(false),
             session_id,
         })
@@ -67,7 +68,7 @@ impl RawCall {
 /// A page as sent: calls, `total_calls` and `error`, each optional.
 #[derive(Debug, Default)]
 pub(crate) struct RawPage {
-    pub(crate) calls: Vec<RawCall>,
+    pub(crate) calls: Vec<Call>,
     pub(crate) total_calls: Option<u64>,
     pub(crate) error: Option<String>,
     pub(crate) message: Option<String>,
@@ -77,7 +78,7 @@ pub(crate) struct RawPage {
 #[derive(Deserialize)]
 struct JsonEnvelope {
     #[serde(default, deserialize_with = "json_calls")]
-    calls: Vec<RawCall>,
+    calls: Vec<Call>,
     #[serde(default, deserialize_with = "lenient::opt_u64")]
     total_calls: Option<u64>,
     #[serde(default, deserialize_with = "lenient::opt_error")]
@@ -90,7 +91,7 @@ struct JsonEnvelope {
 #[derive(Deserialize)]
 struct XmlCalls {
     #[serde(rename = "$value", default)]
-    item: Vec<RawCall>,
+    item: Vec<Call>,
 }
 
 /// The XML envelope (`<result>…</result>`).
@@ -124,7 +125,7 @@ pub(crate) fn xml_page(text: &str) -> Result<RawPage, quick_xml::DeError> {
 struct CallsVisitor;
 
 impl<'de> Visitor<'de> for CallsVisitor {
-    type Value = Vec<RawCall>;
+    type Value = Vec<Call>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a list of calls")
@@ -139,7 +140,7 @@ impl<'de> Visitor<'de> for CallsVisitor {
     // PHP encodes a list whose keys are not 0..n as an object.
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut calls = Vec::new();
-        while let Some((_, call)) = map.next_entry::<de::IgnoredAny, RawCall>()? {
+        while let Some((_, call)) = map.next_entry::<de::IgnoredAny, Call>()? {
             calls.push(call);
         }
         Ok(calls)
@@ -160,7 +161,7 @@ impl<'de> Visitor<'de> for CallsVisitor {
     }
 }
 
-fn json_calls<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<RawCall>, D::Error> {
+fn json_calls<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Call>, D::Error> {
     d.deserialize_any(CallsVisitor)
 }
 
@@ -174,7 +175,6 @@ impl<'de> Deserialize<'de> for Call {
 
 impl<'de> Deserialize<'de> for CallType {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let raw = lenient::opt_string(deserializer)?;
-        Ok(CallType::from_wire(raw.as_deref().unwrap_or("").trim()))
+        Ok(lenient::opt_call_type(deserializer)?.unwrap_or_else(|| CallType::Other(String::new())))
     }
 }

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use plumline_api::Credentials;
-use plumline_sim::{DEMO_EMAIL, DEMO_KEY, Faults, SimConfig, SimServer};
+use plumline_sim::{
+    Behaviours, DEMO_EMAIL, DEMO_KEY, ErrorIn200, Faults, LaggingTotal, LongCalls, MovingSource, Mutation,
+    Persistence, Region, SimConfig, SimServer, WindowSet,
+};
 use tokio::net::TcpListener;
 
 use crate::time::{TimeRange, parse_tz};
@@ -87,11 +90,167 @@ pub struct Args {
     /// Share of answers whose body is cut short.
     #[arg(long, default_value_t = 0.0, value_name = "RATE", help_heading = "Faults")]
     truncate_rate: f64,
+
+    /// Runs of N calls share one start second (ties in `start`); 0 or 1: none forced.
+    #[arg(long, default_value_t = 0, value_name = "N", help_heading = "Data")]
+    ties: u32,
+
+    /// Share of calls (0.0 to 1.0) that last long, from 30 minutes up to --long-call-max;
+    /// with --live, the days they start in stay incomplete until they end.
+    #[arg(long, value_name = "SHARE", help_heading = "Data")]
+    long_calls: Option<f64>,
+
+    /// The longest of the long calls (at most 18h).
+    #[arg(long, default_value = "4h", value_parser = humantime::parse_duration, value_name = "DURATION", help_heading = "Data")]
+    long_call_max: Duration,
+
+    #[command(flatten)]
+    behaviours: BehaviourArgs,
+}
+
+/// How the simulator answers beyond the happy path (`plumline_sim::Behaviours`).
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Behaviours")]
+struct BehaviourArgs {
+    /// Window slack: a query for [start, end] also lists calls starting up to this much outside it (e.g. 15m).
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    slack: Duration,
+
+    /// Answer 200 with {"error":"database error",...} for windows touching this UTC date
+    /// (YYYY-MM-DD) or containing this instant (RFC 3339 or UNIX seconds); repeatable.
+    #[arg(long, value_name = "WHEN")]
+    error_in_200: Vec<String>,
+
+    /// Only the first N requests of each such window fail (transient); 0: every request (persistent).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    error_in_200_requests: u64,
+
+    /// Move the source: after chosen requests of a window, insert, remove or swap
+    /// (remove one and insert one: the total stays) calls of that window.
+    #[arg(long, value_name = "insert|remove|swap", value_parser = parse_mutation)]
+    moving: Option<Mutation>,
+
+    /// Where the source moves: `paged` (before the end of the page just served) or `anywhere`.
+    #[arg(long, default_value = "paged", value_name = "paged|anywhere", value_parser = parse_region)]
+    moving_region: Region,
+
+    /// After which requests of a window (1-based, comma-separated) the source moves; then it stops.
+    #[arg(
+        long,
+        default_value = "1",
+        value_delimiter = ',',
+        value_name = "N,...",
+        help_heading = "Behaviours"
+    )]
+    moving_after: Vec<u64>,
+
+    /// Mutations per step.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    moving_per_step: u32,
+
+    /// Only windows touching this UTC date or containing this instant move; repeatable (default: all).
+    #[arg(long, value_name = "WHEN")]
+    moving_on: Vec<String>,
+
+    /// Report total_calls this many below the listing (the listing stays complete) ...
+    #[arg(long, value_name = "K")]
+    lagging_total: Option<u64>,
+
+    /// ... for the first N requests of each window.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    lagging_requests: u64,
+
+    /// List calls with equal start in a different order on each request.
+    #[arg(long)]
+    shuffle_ties: bool,
+
+    /// Serve at most N calls per page, whatever `limit` asks.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    page_cap: Option<u32>,
+
+    /// Ignore `limit`: every call from `offset` on in one page.
+    #[arg(long)]
+    ignore_limit: bool,
+}
+
+fn parse_mutation(value: &str) -> Result<Mutation, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "insert" => Ok(Mutation::Insert),
+        "remove" => Ok(Mutation::Remove),
+        "swap" => Ok(Mutation::Swap),
+        other => Err(format!("unknown mutation `{other}`: expected insert, remove or swap")),
+    }
+}
+
+fn parse_region(value: &str) -> Result<Region, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "paged" => Ok(Region::Paged),
+        "anywhere" => Ok(Region::Anywhere),
+        other => Err(format!("unknown region `{other}`: expected paged or anywhere")),
+    }
+}
+
+/// Windows from `WHEN`s: a date is that UTC day, anything else an instant.
+fn window_set(values: &[String], flag: &str) -> anyhow::Result<WindowSet> {
+    if values.is_empty() {
+        return Ok(WindowSet::All);
+    }
+    let utc = parse_tz("UTC")?;
+    let mut ranges = Vec::with_capacity(values.len());
+    for value in values {
+        let t = crate::time::parse_time(value, &utc, flag)?.as_second();
+        if value.trim().parse::<jiff::civil::Date>().is_ok() {
+            ranges.push((t, t + 86_399));
+        } else {
+            ranges.push((t, t));
+        }
+    }
+    Ok(WindowSet::Overlapping(ranges))
+}
+
+fn behaviours(args: &BehaviourArgs) -> anyhow::Result<Behaviours> {
+    let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    let error_in_200 = if args.error_in_200.is_empty() {
+        None
+    } else {
+        let persistence = match args.error_in_200_requests {
+            0 => Persistence::Always,
+            n => Persistence::FirstRequests(n),
+        };
+        Some(ErrorIn200 {
+            persistence,
+            ..ErrorIn200::persistent(window_set(&args.error_in_200, "--error-in-200")?)
+        })
+    };
+    let moving = match args.moving {
+        None => None,
+        Some(mutation) => Some(MovingSource {
+            windows: window_set(&args.moving_on, "--moving-on")?,
+            mutation,
+            region: args.moving_region,
+            after_requests: args.moving_after.clone(),
+            per_step: args.moving_per_step,
+        }),
+    };
+    Ok(Behaviours {
+        slack_secs: secs(args.slack),
+        error_in_200,
+        moving,
+        lagging_total: args.lagging_total.map(|lag| LaggingTotal {
+            windows: WindowSet::All,
+            lag,
+            first_requests: args.lagging_requests,
+        }),
+        shuffle_ties: args.shuffle_ties,
+        page_cap: args.page_cap,
+        ignore_limit: args.ignore_limit,
+    })
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let (data_start, data_end) = data_range(&args)?;
     let key_given = args.developer_key.is_some();
+    let behaviours = behaviours(&args.behaviours)?;
     let config = SimConfig {
         seed: args.seed,
         numbers: args.numbers,
@@ -113,6 +272,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             reset_rate: args.reset_rate,
             truncate_rate: args.truncate_rate,
         },
+        ties: args.ties,
+        long_calls: args.long_calls.map(|share| LongCalls {
+            share,
+            max_secs: u32::try_from(args.long_call_max.as_secs()).unwrap_or(u32::MAX),
+        }),
+        behaviours,
         ..SimConfig::default()
     };
     config.validate()?;
