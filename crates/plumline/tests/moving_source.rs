@@ -168,6 +168,13 @@ fn cases() -> Vec<(&'static str, SimConfig, &'static str)> {
             config().with_behaviours(moving(Mutation::Remove, Region::Paged)),
             "1000",
         ),
+        // What a real account does: a call that just ended appears among
+        // offsets already paged.
+        (
+            "an insert in a page already read",
+            config().with_behaviours(moving(Mutation::Insert, Region::Paged)),
+            "1000",
+        ),
         ("an insert anywhere", config().with_behaviours(moving(Mutation::Insert, Region::Anywhere)), "1000"),
         ("a swap anywhere", config().with_behaviours(moving(Mutation::Swap, Region::Anywhere)), "1000"),
         (
