@@ -3,6 +3,7 @@
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use jiff::tz::TimeZone;
@@ -105,8 +106,64 @@ impl Scenario {
 pub struct Measured {
     /// The export's own summary.
     pub summary: ExportSummary,
-    /// Pages x latency / concurrency: the floor for a latency-bound run.
+    /// Minimum requests x latency / concurrency: the floor for a
+    /// latency-bound run.
     pub ideal: Duration,
+    /// Requests the export sent (counted at the page source).
+    pub requests: u64,
+    /// The fewest requests any reader needs: `ceil(total / page size)`
+    /// summed over the days.
+    pub min_requests: u64,
+}
+
+impl Scenario {
+    /// The fewest requests any reader needs for the scenario's days in
+    /// `sim`: `ceil(calls of the day / page size)` per day.
+    #[must_use]
+    pub fn min_requests(&self, sim: &plumline_sim::Simulator) -> u64 {
+        let (start, end) = self.range();
+        (0..(end - start) / DAY)
+            .map(|d| {
+                let day = start + d * DAY;
+                sim.count_in(day, day + DAY - 1, None).div_ceil(u64::from(self.page_size))
+            })
+            .sum()
+    }
+
+    /// The request budget on a static source: 2% + 1 per day over the minimum.
+    #[must_use]
+    pub fn request_budget(&self, min_requests: u64) -> u64 {
+        min_requests + min_requests.div_ceil(50) + u64::try_from(self.days).unwrap_or(0)
+    }
+}
+
+/// A page source that counts the requests it forwards.
+#[derive(Debug)]
+pub struct Counting<S> {
+    inner: S,
+    requests: AtomicU64,
+}
+
+impl<S> Counting<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S) -> Self {
+        Counting { inner, requests: AtomicU64::new(0) }
+    }
+
+    /// Requests forwarded so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+}
+
+impl<S: plumline_api::PageSource> plumline_api::PageSource for Counting<S> {
+    async fn fetch_page(
+        &self,
+        request: &plumline_api::PageRequest,
+    ) -> Result<plumline_api::CallPage, plumline_api::ApiError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.inner.fetch_page(request).await
+    }
 }
 
 /// Starts the simulator of `scenario` (the caller shuts it down).
@@ -133,11 +190,14 @@ pub async fn run_export(scenario: &Scenario, server: &SimServer, dir: &std::path
         .build()
         .expect("client");
     let (plan, options) = plan_and_options(scenario);
-    let exporter = Exporter::new(Arc::new(client), Lake::local(dir), options).expect("exporter");
+    let source = Arc::new(Counting::new(client));
+    let exporter = Exporter::new(Arc::clone(&source), Lake::local(dir), options).expect("exporter");
     let summary = exporter.run(&plan, &NoProgress).await.expect("export succeeds");
     let concurrency = u32::try_from(scenario.concurrency).unwrap_or(u32::MAX);
-    let ideal = scenario.latency * u32::try_from(summary.pages).unwrap_or(u32::MAX) / concurrency;
-    Measured { summary, ideal }
+    let min_requests = scenario.min_requests(server.simulator());
+    // The floor for any reader: the fewest requests, `concurrency` at a time.
+    let ideal = scenario.latency * u32::try_from(min_requests).unwrap_or(u32::MAX) / concurrency;
+    Measured { summary, ideal, requests: source.requests(), min_requests }
 }
 
 /// The scenario's plan (UTC days, unfiltered) and export options; days in
@@ -180,10 +240,15 @@ pub async fn run_export_direct(
     dir: &std::path::Path,
 ) -> Measured {
     let (plan, options) = plan_and_options(scenario);
-    let exporter =
-        Exporter::new(Arc::new(DirectSource(sim.clone())), Lake::local(dir), options).expect("exporter");
+    let source = Arc::new(Counting::new(DirectSource(sim.clone())));
+    let exporter = Exporter::new(Arc::clone(&source), Lake::local(dir), options).expect("exporter");
     let summary = exporter.run(&plan, &NoProgress).await.expect("export succeeds");
-    Measured { summary, ideal: Duration::ZERO }
+    Measured {
+        summary,
+        ideal: Duration::ZERO,
+        requests: source.requests(),
+        min_requests: scenario.min_requests(sim),
+    }
 }
 
 /// Peak resident set size of this process (`VmHWM`), in bytes.

@@ -57,7 +57,7 @@ fn run_one(scenario: &Scenario) -> ExitCode {
     });
     let s = &measured.summary;
     println!(
-        "{}\t{}\t{}\t{:.3}\t{:.0}\t{}\t{:.3}\t{}",
+        "{}\t{}\t{}\t{:.3}\t{:.0}\t{}\t{:.3}\t{}\t{}\t{}",
         scenario.name,
         s.calls,
         s.pages,
@@ -65,15 +65,17 @@ fn run_one(scenario: &Scenario) -> ExitCode {
         s.calls_per_sec(),
         peak_rss_bytes().unwrap_or(0),
         measured.ideal.as_secs_f64(),
-        s.bytes
+        s.bytes,
+        measured.requests,
+        measured.min_requests
     );
     ExitCode::SUCCESS
 }
 
 fn run_all(me: &str) -> ExitCode {
     println!(
-        "{:<36} {:>9} {:>6} {:>8} {:>11} {:>9} {:>9}  target",
-        "scenario", "calls", "pages", "secs", "calls/s", "peak RSS", "MB out"
+        "{:<36} {:>9} {:>6} {:>13} {:>8} {:>11} {:>9} {:>9}  target",
+        "scenario", "calls", "pages", "requests/min", "secs", "calls/s", "peak RSS", "MB out"
     );
     let mut ok = true;
     for (i, scenario) in Scenario::all().iter().enumerate() {
@@ -92,21 +94,30 @@ fn run_all(me: &str) -> ExitCode {
         let f: Vec<&str> = line.trim().split('\t').collect();
         let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
         let (secs, rate, rss, ideal) = (num(3), num(4), num(5), num(6));
+        let count = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let (requests, min_requests) = (count(8), count(9));
+        // A static source: at most 2% + 1 per day over ceil(total / page).
+        let budget = scenario.request_budget(min_requests);
+        let within_budget = requests <= budget;
+        ok &= within_budget;
         let verdict = if scenario.latency > Duration::ZERO {
             let ratio = secs / ideal.max(1e-9);
-            let pass = ratio <= 1.3;
+            let pass = ratio <= 1.15;
             ok &= pass;
-            format!("{ratio:.2}x of {ideal:.2}s ideal (<= 1.3x): {}", if pass { "ok" } else { "MISSED" })
+            format!("{ratio:.2}x of {ideal:.2}s ideal (<= 1.15x): {}", if pass { "ok" } else { "MISSED" })
         } else {
             let pass = rate >= 500_000.0 && rss < RSS_LIMIT as f64;
             ok &= pass;
             format!(">= 500k calls/s, RSS < 300 MB: {}", if pass { "ok" } else { "MISSED" })
         };
+        let verdict =
+            format!("{verdict}; requests <= {budget}: {}", if within_budget { "ok" } else { "MISSED" });
         println!(
-            "{:<36} {:>9} {:>6} {:>8.2} {:>11.0} {:>7.0}MB {:>9.1}  {verdict}",
+            "{:<36} {:>9} {:>6} {:>13} {:>8.2} {:>11.0} {:>7.0}MB {:>9.1}  {verdict}",
             scenario.name,
             f.get(1).unwrap_or(&"?"),
             f.get(2).unwrap_or(&"?"),
+            format!("{requests}/{min_requests}"),
             secs,
             rate,
             rss / 1_048_576.0,

@@ -5,9 +5,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, LazyLock};
 
 use arrow_array::builder::StringBuilder;
-use arrow_array::{
-    Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
-};
+use arrow_array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
 use plumline_api::Call;
 
@@ -98,32 +96,10 @@ impl SessionHasher {
     }
 }
 
-/// Keeps the rows of `batch` where `keep` is true (the lake schema only).
+/// Keeps the rows of `batch` where `keep` is true, with Arrow's filter
+/// kernel (any schema; the lake's in practice).
 pub(crate) fn filter_rows(batch: &RecordBatch, keep: &[bool]) -> Result<RecordBatch, ArrowError> {
-    let rows: Vec<usize> = keep.iter().enumerate().filter_map(|(i, k)| k.then_some(i)).collect();
-    let columns =
-        batch.columns().iter().map(|col| take_rows(col.as_ref(), &rows)).collect::<Result<Vec<_>, _>>()?;
-    RecordBatch::try_new(batch.schema(), columns)
-}
-
-fn take_rows(col: &dyn Array, rows: &[usize]) -> Result<ArrayRef, ArrowError> {
-    let any = col.as_any();
-    if let Some(a) = any.downcast_ref::<StringArray>() {
-        return Ok(Arc::new(
-            rows.iter().map(|&i| a.is_valid(i).then(|| a.value(i))).collect::<StringArray>(),
-        ));
-    }
-    if let Some(a) = any.downcast_ref::<TimestampMillisecondArray>() {
-        let values = TimestampMillisecondArray::from_iter_values(rows.iter().map(|&i| a.value(i)));
-        return Ok(Arc::new(values.with_timezone_opt(a.timezone())));
-    }
-    if let Some(a) = any.downcast_ref::<Int64Array>() {
-        return Ok(Arc::new(Int64Array::from_iter_values(rows.iter().map(|&i| a.value(i)))));
-    }
-    if let Some(a) = any.downcast_ref::<BooleanArray>() {
-        return Ok(Arc::new(rows.iter().map(|&i| Some(a.value(i))).collect::<BooleanArray>()));
-    }
-    Err(ArrowError::NotYetImplemented(format!("filtering a {} column", col.data_type())))
+    arrow_select::filter::filter_record_batch(batch, &BooleanArray::from(keep.to_vec()))
 }
 
 #[cfg(test)]

@@ -37,11 +37,14 @@ pub enum ExportError {
         #[source]
         source: ApiError,
     },
-    /// A closed day never came out consistent: the rows received did not
-    /// match the API's `total_calls`, however often it was fetched again.
+    /// A closed day never came out consistent: the listing moved while it
+    /// was paged (`total_calls` changed, a page boundary shifted) or the
+    /// distinct calls listed did not match `total_calls`, however often it
+    /// was fetched again.
     #[error(
-        "the API's answers for {day}{} do not add up after {attempts} attempts: it reported {expected} calls \
-         but {received} distinct calls arrived; try again later, or lower --page-size",
+        "the API's answers for {day}{} do not add up after {attempts} attempts: {reason} \
+         (last attempt: {received} distinct calls listed, total_calls {expected}); the source is still \
+         moving, try again later",
         number_suffix(number.as_deref())
     )]
     Inconsistent {
@@ -49,12 +52,17 @@ pub enum ExportError {
         day: Date,
         /// The number filter of the day, if any.
         number: Option<String>,
-        /// The API's last `total_calls` for the day.
+        /// The API's `total_calls` for the day in the last attempt.
         expected: u64,
-        /// Distinct calls received in the last attempt.
+        /// Distinct calls listed in the last attempt (in the day's window
+        /// or not).
         received: u64,
         /// How many times the day was fetched.
         attempts: u32,
+        /// What did not add up in the last attempt (`total_calls moved from
+        /// 450 to 451 at offset 198`, `the listing shifted at offset 99`,
+        /// `449 distinct calls listed but total_calls is 450`).
+        reason: String,
     },
     /// A local file operation failed.
     #[error("{action} {}", path.display())]

@@ -379,7 +379,8 @@ impl<S: PageSource + 'static> Exporter<S> {
         let location = self.lake.file_location(p);
         let properties = writer_properties(&self.options.parquet, file_metadata(p, &query, plan))?;
         let read = self.read_day(p, claim, &query, closed, &properties, &location, permits, observer).await?;
-        let (sink, fetched, pages, attempt) = (read.sink, read.fetch, read.pages, read.attempts);
+        let (sink, fetched, pages, attempt, requests) =
+            (read.sink, read.fetch, read.pages, read.attempts, read.requests);
         let encoded = sink.finish().await?;
         crate::failpoint::hit("staged");
         let (rows, bytes) = (encoded.rows, encoded.bytes);
@@ -427,7 +428,7 @@ impl<S: PageSource + 'static> Exporter<S> {
             rows,
             bytes,
             pages,
-            requests: fetched.requests,
+            requests,
             out_of_window: fetched.out_of_window,
             attempts: attempt,
             closed,
