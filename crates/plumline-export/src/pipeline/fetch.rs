@@ -866,6 +866,7 @@ mod tests {
         let source = Arc::new(FakeSource::new(calls(1, 450, 60, 0, 1)).with_changes(changes()));
         let err = export(&source, dir.path(), options(100, 1), 1).await.expect_err("never settles");
         let message = err.to_string();
+        let err = only_failure(&err);
         assert!(matches!(err, ExportError::Inconsistent { attempts: 4, .. }), "{message}");
         assert!(message.contains("1970-01-01") && message.contains("total_calls moved"), "{message}");
         assert!(lake(dir.path()).values().all(Vec::is_empty), "nothing committed");
@@ -959,7 +960,20 @@ mod tests {
             Arc::new(FakeSource { fail_window: Some(DAY), ..FakeSource::new(calls(2, 150, 60, 0, 1)) });
         let err = export(&source, dir.path(), options(100, 3), 2).await.expect_err("fails");
         let chain = plumline_api::error_chain(&err);
-        assert!(matches!(&err, ExportError::Api { day, .. } if day.to_string() == "1970-01-02"), "{chain}");
+        let failure = only_failure(&err);
+        assert!(matches!(failure, ExportError::Api { day, .. } if day.to_string() == "1970-01-02"), "{chain}");
         assert!(chain.contains("database error"), "{chain}");
+        // The other day is not affected: committed, complete.
+        let ExportError::DaysFailed { summary, .. } = &err else { panic!("{chain}") };
+        assert_eq!(summary.written, 1, "{chain}");
+        assert_eq!(lake(dir.path()).get("1970-01-01").map(Vec::len), Some(150), "{chain}");
+    }
+
+    /// The one day that failed a run.
+    fn only_failure(err: &ExportError) -> &ExportError {
+        match err {
+            ExportError::DaysFailed { failures, .. } if failures.len() == 1 => &failures[0],
+            other => panic!("expected one failed day: {other}"),
+        }
     }
 }
