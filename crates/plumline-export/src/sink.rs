@@ -87,7 +87,7 @@ enum Message {
 /// `parquet` crate's [`ArrowWriter`], so encoding never blocks the async
 /// workers and a slow writer slows the sender (backpressure).
 ///
-/// Dropping the sink without [`ParquetSink::finish`] abandons the file: the
+/// Dropping the sink without finishing it abandons the file: the
 /// thread stops and drops its staged file (a local temp is deleted; an
 /// upload is aborted by the lake's cleanup).
 ///

@@ -175,7 +175,7 @@ fn serialize_display<T: std::fmt::Display, S: serde::Serializer>(v: &T, s: S) ->
     s.collect_str(v)
 }
 
-/// Reads a lake and the API side by side; see the [module docs](self).
+/// Reads a lake and the API side by side: each day's rows (from the file footers) against one `limit=1` count per day and number.
 #[derive(Debug)]
 pub struct LakeVerifier<S> {
     source: Arc<S>,

@@ -961,7 +961,10 @@ mod tests {
         let err = export(&source, dir.path(), options(100, 3), 2).await.expect_err("fails");
         let chain = plumline_api::error_chain(&err);
         let failure = only_failure(&err);
-        assert!(matches!(failure, ExportError::Api { day, .. } if day.to_string() == "1970-01-02"), "{chain}");
+        assert!(
+            matches!(failure, ExportError::Api { day, .. } if day.to_string() == "1970-01-02"),
+            "{chain}"
+        );
         assert!(chain.contains("database error"), "{chain}");
         // The other day is not affected: committed, complete.
         let ExportError::DaysFailed { summary, .. } = &err else { panic!("{chain}") };

@@ -67,7 +67,7 @@ set plum_fuse_up to 0 and are retried with growing waits.";
 #[derive(Debug, clap::Args)]
 #[command(after_long_help = AFTER_HELP)]
 pub struct Args {
-    /// Address to serve metrics on: IP:PORT, [IPv6]:PORT, localhost:PORT, or :PORT for every interface.
+    /// Address to serve metrics on: IP:PORT (an IPv6 address in brackets), localhost:PORT, or :PORT for every interface.
     #[arg(long, default_value = DEFAULT_LISTEN, value_name = "ADDR")]
     listen: String,
 
