@@ -7,8 +7,8 @@
 //! ## The read
 //! Pages ask for one call more than the page size and step by the page
 //! size (by one less at the API's largest `limit`), so each answer's last
-//! call is the next one's first ([`consistency::Paging`]). Every position two answers share
-//! must hold the same call ([`consistency::check_boundary`]): a difference
+//! call is the next one's first ([`Paging`]). Every position two answers share
+//! must hold the same call ([`check_boundary`]): a difference
 //! among calls sharing a start is a tie the server orders differently per
 //! request, settled by reading that start's whole group in one answer
 //! (window `[t, t]`); any other difference means the listing moved under
@@ -20,13 +20,7 @@
 //! and checks it did not change.
 //! ARCHITECTURE.md ("Consistency") says what this catches and what not.
 
-#[path = "consistency.rs"]
-mod consistency;
-#[cfg(test)]
-#[path = "fake.rs"]
-mod fake;
-
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -42,7 +36,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
-use self::consistency::{Boundary, Listed, Paging, check_boundary, straddling_tie};
+use super::consistency::{Boundary, Listed, Paging, check_boundary, straddling_tie};
+use super::dedupe::Seen;
 use super::Exporter;
 use crate::batch::{SessionHasher, calls_to_batch, filter_rows};
 use crate::error::ExportError;
@@ -138,8 +133,8 @@ struct Ledger {
     window: (i64, i64),
     total: u64,
     paging: Paging,
-    /// Fingerprints of every call listed so far (in the window or not).
-    seen: HashSet<u128>,
+    /// The calls listed so far (in the window or not), in bounded memory.
+    seen: Seen,
     rows: u64,
     out_of_window: u64,
     pages: u64,
@@ -251,7 +246,7 @@ impl<S: PageSource + 'static> Exporter<S> {
             window: (cx.day.window_start(), cx.day.window_end()),
             total,
             paging,
-            seen: HashSet::with_capacity(usize::try_from(total.min(1 << 20)).unwrap_or(0)),
+            seen: Seen::new(),
             rows: 0,
             out_of_window: 0,
             pages: 1,
@@ -304,7 +299,7 @@ impl<S: PageSource + 'static> Exporter<S> {
             self.closing_read(&first_listed, limit, &mut ledger, cx).await?;
             ledger.check_count();
         }
-        let listed = ledger.seen.len() as u64;
+        let listed = ledger.seen.distinct();
         if ledger.out_of_window > 0 {
             debug!(
                 out_of_window = ledger.out_of_window,
@@ -333,6 +328,8 @@ impl<S: PageSource + 'static> Exporter<S> {
     ) -> Result<Flow, ExportError> {
         let FetchedPage { batch, listed, total, permit } = page;
         let offset = listed.offset;
+        // Calls before the previous page cannot be listed again (bounded memory).
+        ledger.seen.forget_before(ledger.prev.starts.first().copied().unwrap_or(i64::MIN));
         if total != ledger.total {
             ledger.problem =
                 Some(format!("total_calls moved from {} to {total} at offset {offset}", ledger.total));
@@ -398,7 +395,7 @@ impl<S: PageSource + 'static> Exporter<S> {
         let changed = match check_boundary(first, &listed) {
             Boundary::Aligned => false,
             // A tie reordered is no change, a call not listed before is.
-            Boundary::Ties(_) => listed.ids.iter().any(|id| !ledger.seen.contains(id)),
+            Boundary::Ties(_) => listed.ids.iter().any(|id| !first.ids.contains(id) && !ledger.seen.contains(id)),
             Boundary::Relisted { .. } | Boundary::Shifted => true,
         };
         if changed {
@@ -516,7 +513,7 @@ impl Ledger {
     /// The last check: the distinct calls listed must be what every answer
     /// said the listing holds.
     fn check_count(&mut self) {
-        let listed = self.seen.len() as u64;
+        let listed = self.seen.distinct();
         if self.problem.is_none() && listed != self.total {
             self.problem = Some(format!("{listed} distinct calls listed but total_calls is {}", self.total));
         }
@@ -536,7 +533,7 @@ impl Ledger {
         let mut keep = Vec::with_capacity(listed.len());
         let (mut new, mut outside) = (0_u64, 0_u64);
         for (id, start) in listed.ids.iter().zip(&listed.starts) {
-            let first_time = only.is_none_or(|t| *start == t) && self.seen.insert(*id);
+            let first_time = only.is_none_or(|t| *start == t) && self.seen.insert(*id, *start);
             let inside = (self.window.0..self.window.1).contains(start);
             new += u64::from(first_time);
             outside += u64::from(first_time && !inside);
@@ -645,8 +642,8 @@ mod tests {
     use jiff::tz::TimeZone;
     use plumline_api::Call;
 
-    use super::consistency::{Paging, minimum_requests};
-    use super::fake::{Change, FakeSource, call};
+    use crate::pipeline::consistency::{Paging, minimum_requests};
+    use crate::pipeline::fake::{Change, FakeSource, call};
     use crate::lake::Lake as LakeDest;
     use crate::pipeline::ExportOptions;
     use crate::plan::ExportPlan;

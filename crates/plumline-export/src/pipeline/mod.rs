@@ -4,6 +4,10 @@
 //! `mod.rs` holds the options and the run over all days; [`fetch`] one
 //! attempt at one day.
 
+mod consistency;
+mod dedupe;
+#[cfg(test)]
+mod fake;
 mod fetch;
 
 use std::future::Future;
