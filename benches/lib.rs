@@ -33,6 +33,15 @@ pub struct Scenario {
     pub concurrency: usize,
     /// Latency the simulator adds to every answer.
     pub latency: Duration,
+    /// Where the simulator's data ends, in days from the start, when it
+    /// ends before the range does (a partial last day makes days unequal).
+    pub data_days: Option<f64>,
+    /// Export into S3 (a moto server the bench starts) instead of a local
+    /// directory.
+    pub s3: bool,
+    /// Serve the simulator from a child process, so the peak RSS measured
+    /// is the export's alone (the simulator holds every call it generated).
+    pub sim_apart: bool,
 }
 
 impl Scenario {
@@ -47,6 +56,38 @@ impl Scenario {
             page_size: 10_000,
             concurrency: 8,
             latency: Duration::ZERO,
+            data_days: None,
+            s3: false,
+            sim_apart: false,
+        }
+    }
+
+    /// Peak memory: 2.3M calls of which one day holds 1.5M.
+    #[must_use]
+    pub fn one_big_day(s3: bool) -> Self {
+        Scenario {
+            name: if s3 { "memory: 2.3M calls, a 1.5M day, to S3" } else { "memory: 2.3M calls, a 1.5M day" },
+            target_calls: 2_300_000,
+            days: 2,
+            numbers: 3,
+            data_days: Some(1.0 + 0.8 / 1.5),
+            s3,
+            sim_apart: true,
+            ..Scenario::throughput()
+        }
+    }
+
+    /// Peak memory: 4 days of 1.2M calls each.
+    #[must_use]
+    pub fn four_big_days(s3: bool) -> Self {
+        Scenario {
+            name: if s3 { "memory: 4 days x 1.2M calls, to S3" } else { "memory: 4 days x 1.2M calls" },
+            target_calls: 4_800_000,
+            days: 4,
+            numbers: 3,
+            s3,
+            sim_apart: true,
+            ..Scenario::throughput()
         }
     }
 
@@ -67,13 +108,24 @@ impl Scenario {
             page_size: 1_000,
             concurrency: 16,
             latency: Duration::from_millis(100),
+            data_days: None,
+            s3: false,
+            sim_apart: false,
         }
     }
 
     /// Every scenario the table shows.
     #[must_use]
     pub fn all() -> Vec<Scenario> {
-        vec![Scenario::throughput(), Scenario::throughput_many_days(), Scenario::latency_bound()]
+        vec![
+            Scenario::throughput(),
+            Scenario::throughput_many_days(),
+            Scenario::latency_bound(),
+            Scenario::one_big_day(false),
+            Scenario::four_big_days(false),
+            Scenario::one_big_day(true),
+            Scenario::four_big_days(true),
+        ]
     }
 
     /// The simulator configuration: `calls_per_day` scaled so the range
@@ -81,6 +133,8 @@ impl Scenario {
     #[must_use]
     pub fn sim_config(&self) -> SimConfig {
         let (start, end) = self.range();
+        #[allow(clippy::cast_possible_truncation, reason = "days are small")]
+        let end = self.data_days.map_or(end, |d| start + (d * DAY as f64) as i64);
         let base = SimConfig::default()
             .with_seed(42)
             .with_generated_numbers(self.numbers)
@@ -185,16 +239,33 @@ pub async fn start_sim(scenario: &Scenario) -> SimServer {
 /// # Panics
 /// When the export fails.
 pub async fn run_export(scenario: &Scenario, server: &SimServer, dir: &std::path::Path) -> Measured {
-    let client = Client::builder(server.base_url(), Credentials::new(DEMO_EMAIL, DEMO_KEY))
+    run_export_into(scenario, server, Lake::local(dir)).await
+}
+
+/// [`run_export`] into any lake.
+///
+/// # Panics
+/// When the export fails.
+pub async fn run_export_into(scenario: &Scenario, server: &SimServer, lake: Lake) -> Measured {
+    let min_requests = scenario.min_requests(server.simulator());
+    run_export_at(scenario, &server.base_url(), lake, min_requests).await
+}
+
+/// [`run_export`] against a simulator at `base_url` (maybe in another
+/// process, so this process's peak RSS is the export's alone).
+///
+/// # Panics
+/// When the export fails.
+pub async fn run_export_at(scenario: &Scenario, base_url: &str, lake: Lake, min_requests: u64) -> Measured {
+    let client = Client::builder(base_url, Credentials::new(DEMO_EMAIL, DEMO_KEY))
         .retry_policy(RetryPolicy::never())
         .build()
         .expect("client");
     let (plan, options) = plan_and_options(scenario);
     let source = Arc::new(Counting::new(client));
-    let exporter = Exporter::new(Arc::clone(&source), Lake::local(dir), options).expect("exporter");
+    let exporter = Exporter::new(Arc::clone(&source), lake, options).expect("exporter");
     let summary = exporter.run(&plan, &NoProgress).await.expect("export succeeds");
     let concurrency = u32::try_from(scenario.concurrency).unwrap_or(u32::MAX);
-    let min_requests = scenario.min_requests(server.simulator());
     // The floor for any reader: the fewest requests, `concurrency` at a time.
     let ideal = scenario.latency * u32::try_from(min_requests).unwrap_or(u32::MAX) / concurrency;
     Measured { summary, ideal, requests: source.requests(), min_requests }
@@ -258,4 +329,73 @@ pub fn peak_rss_bytes() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// A moto S3 server on 127.0.0.1 for the object-store scenarios, started
+/// from the Python named by `PLUMLINE_BENCH_PYTHON` (the venv `cargo xtask
+/// ci` installs); killed on drop.
+#[derive(Debug)]
+pub struct Moto {
+    child: std::process::Child,
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Moto {
+    /// Starts moto with a bucket `bench`, or `None` without
+    /// `PLUMLINE_BENCH_PYTHON`.
+    ///
+    /// # Panics
+    /// When moto does not start.
+    #[must_use]
+    pub fn start() -> Option<Moto> {
+        let python = std::env::var_os("PLUMLINE_BENCH_PYTHON")?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+        let child = std::process::Command::new(&python)
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start moto");
+        let moto = Moto { child, endpoint: format!("http://127.0.0.1:{port}") };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "moto did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let created = std::process::Command::new(&python)
+            .args(["-c", &format!(
+                "import boto3; boto3.client('s3', endpoint_url='{}', aws_access_key_id='t', aws_secret_access_key='t', region_name='us-east-1').create_bucket(Bucket='bench')",
+                moto.endpoint
+            )])
+            .status()
+            .expect("create the bucket");
+        assert!(created.success(), "creating the bench bucket failed");
+        Some(moto)
+    }
+
+    /// The lake `s3://bench/lake` on this server.
+    ///
+    /// # Panics
+    /// When the store cannot be configured.
+    #[must_use]
+    pub fn lake(&self) -> Lake {
+        let store = object_store::aws::AmazonS3Builder::new()
+            .with_url("s3://bench/lake")
+            .with_endpoint(&self.endpoint)
+            .with_allow_http(true)
+            .with_region("us-east-1")
+            .with_access_key_id("t")
+            .with_secret_access_key("t")
+            .build()
+            .expect("s3 store");
+        Lake::object_store(Arc::new(store), object_store::path::Path::from("lake"), "s3://bench/lake")
+    }
 }

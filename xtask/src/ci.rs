@@ -51,8 +51,12 @@ pub fn test() -> anyhow::Result<()> {
 }
 
 /// The end-to-end export bench in release mode; prints its table.
+/// The object-store scenarios start moto from the test venv, which this
+/// installs if missing.
 pub fn bench(extra: &[String]) -> anyhow::Result<()> {
+    let tools = tools::install_all()?;
     run(cargo()
         .args(["run", "--release", "--locked", "-p", "benches", "--bin", "export-e2e", "--"])
-        .args(extra))
+        .args(extra)
+        .env("PLUMLINE_BENCH_PYTHON", &tools.python))
 }

@@ -27,7 +27,7 @@ pub struct ParquetOptions {
 
 impl Default for ParquetOptions {
     fn default() -> Self {
-        ParquetOptions { max_row_group_rows: 256 * 1024, zstd_level: 1 }
+        ParquetOptions { max_row_group_rows: 64 * 1024, zstd_level: 1 }
     }
 }
 
@@ -46,6 +46,10 @@ pub(crate) fn writer_properties(
         .set_dictionary_enabled(true)
         .set_column_dictionary_enabled(ColumnPath::from("session_id"), false)
         .set_statistics_enabled(EnabledStatistics::Page)
+        // Smaller than the 1 MiB defaults: each of the nine columns holds a
+        // data page and a dictionary page in progress per open writer.
+        .set_data_page_size_limit(PAGE_BYTES)
+        .set_dictionary_page_size_limit(PAGE_BYTES)
         .set_max_row_group_row_count(Some(options.max_row_group_rows.max(1)))
         .set_key_value_metadata(Some(metadata))
         .build())
@@ -116,6 +120,9 @@ impl std::fmt::Debug for Message {
         }
     }
 }
+
+/// Target size of a data or dictionary page in progress, per column.
+const PAGE_BYTES: usize = 256 * 1024;
 
 /// Arrow bytes a writer thread buffers before it opens the Parquet writer:
 /// a day smaller than this is encoded in one go when complete (so many

@@ -9,6 +9,7 @@
     reason = "clap turns doc comments into --help text, where backticks would show"
 )]
 
+mod alloc;
 mod args;
 mod cmd;
 mod output;
@@ -68,6 +69,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    alloc::tune();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {

@@ -23,7 +23,7 @@ use crate::error::ExportError;
 
 /// Size of each part of a multipart upload (stores require at least 5 MiB
 /// for all but the last part). Bounds a day's upload buffer.
-pub(crate) const PART_BYTES: usize = 8 * 1024 * 1024;
+pub(crate) const PART_BYTES: usize = 5 * 1024 * 1024;
 
 /// An object store that also exposes multipart uploads by id (S3, GCS,
 /// Azure and the in-memory store do).
@@ -247,7 +247,7 @@ impl ObjectStaged {
             .map_err(|e| ExportError::store("uploading a part of", &self.location, e))?;
         parts.push(part);
         crate::failpoint::hit("part-uploaded");
-        self.buf = Vec::with_capacity(self.part_bytes.min(1 << 20));
+        self.buf = Vec::with_capacity(self.part_bytes);
         Ok(())
     }
 

@@ -36,9 +36,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
+use super::Exporter;
 use super::consistency::{Boundary, Listed, Paging, check_boundary, straddling_tie};
 use super::dedupe::Seen;
-use super::Exporter;
 use crate::batch::{SessionHasher, calls_to_batch, filter_rows};
 use crate::error::ExportError;
 use crate::lake::Claim;
@@ -395,7 +395,9 @@ impl<S: PageSource + 'static> Exporter<S> {
         let changed = match check_boundary(first, &listed) {
             Boundary::Aligned => false,
             // A tie reordered is no change, a call not listed before is.
-            Boundary::Ties(_) => listed.ids.iter().any(|id| !first.ids.contains(id) && !ledger.seen.contains(id)),
+            Boundary::Ties(_) => {
+                listed.ids.iter().any(|id| !first.ids.contains(id) && !ledger.seen.contains(id))
+            }
             Boundary::Relisted { .. } | Boundary::Shifted => true,
         };
         if changed {
@@ -642,10 +644,10 @@ mod tests {
     use jiff::tz::TimeZone;
     use plumline_api::Call;
 
-    use crate::pipeline::consistency::{Paging, minimum_requests};
-    use crate::pipeline::fake::{Change, FakeSource, call};
     use crate::lake::Lake as LakeDest;
     use crate::pipeline::ExportOptions;
+    use crate::pipeline::consistency::{Paging, minimum_requests};
+    use crate::pipeline::fake::{Change, FakeSource, call};
     use crate::plan::ExportPlan;
     use crate::progress::ExportSummary;
     use crate::reader::lake_files;
