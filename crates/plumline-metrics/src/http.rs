@@ -135,6 +135,9 @@ impl MetricsServer {
     ///
     /// # Errors
     /// [`MetricsError::Bind`], with a hint for an address in use.
+    ///
+    /// # Cancel safety
+    /// Dropping the future before it returns leaves nothing bound.
     pub async fn bind(
         addr: SocketAddr,
         metrics: Arc<Metrics>,

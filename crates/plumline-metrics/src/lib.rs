@@ -129,8 +129,9 @@ pub use tls::TlsConfig;
 ///
 /// # Cancel safety
 /// Prefer `shutdown`. Dropping the future stops polling at once (nothing is
-/// counted twice later) but leaves the server task to end when the runtime
-/// does.
+/// counted twice later) and drops the server's stop signal, so the server
+/// task stops in the background: it stops accepting and gives connections
+/// in flight up to 5 s, as on `shutdown`.
 pub async fn run_exporter<S: PageSource>(
     poller: Poller<S>,
     server: MetricsServer,

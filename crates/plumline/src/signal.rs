@@ -4,6 +4,12 @@
 ///
 /// If a handler cannot be installed the future waits on the other one only,
 /// and logs why; it never completes spuriously.
+///
+/// # Cancel safety
+/// Dropping the future stops listening: a signal that arrives later is
+/// missed. Tokio keeps a signal's handler installed for the life of the
+/// process once the future has been polled, so after that such a signal no
+/// longer ends the process either.
 pub async fn shutdown() {
     let ctrl_c = async {
         if let Err(error) = tokio::signal::ctrl_c().await {

@@ -49,6 +49,13 @@ struct Reached {
     total: u64,
 }
 
+/// Runs `plumline calls`: one page, or with `--all` every page, written to
+/// stdout as they arrive.
+///
+/// # Cancel safety
+/// Dropping the future abandons the request in flight; what was already
+/// written to stdout stays there (a table or CSV cut after the last whole
+/// page, a JSON array left unclosed), and nothing else is left behind.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let (tz, range) = args.range.parse()?;
     let limit = args.limit.unwrap_or(if args.all { BULK_PAGE_SIZE } else { DEFAULT_LIMIT });

@@ -24,6 +24,13 @@ pub struct Args {
     calls_per_day: f64,
 }
 
+/// Runs `plumline demo`: an embedded simulator on 127.0.0.1, an export of
+/// its month into DIR/lake, and the lake read back.
+///
+/// # Cancel safety
+/// Dropping the future drops the simulator's handle, which stops it in the
+/// background, and cancels the export as [`super::export::export`] says:
+/// committed days stay committed, so a rerun resumes.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     if !(args.calls_per_day.is_finite() && args.calls_per_day > 0.0) {
         anyhow::bail!("--calls-per-day must be a positive number");

@@ -108,6 +108,13 @@ pub struct Args {
     api: ApiArgs,
 }
 
+/// Runs `plumline export` and prints its summary.
+///
+/// # Cancel safety
+/// As [`export`]: dropping the future abandons the days in flight, and
+/// committed days stay committed, so a rerun resumes; no summary is
+/// written. Ctrl-C and SIGTERM do not drop it: they stop the run through
+/// [`export`], which then aborts unfinished uploads.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let (tz, range) = args.range.parse()?;
     let (start, end) = range.half_open_secs();
@@ -191,6 +198,16 @@ impl LogProgress {
 
 /// Runs an export with the terminal's progress display; shared with `demo`
 /// and `verify --repair`. Without a terminal, it logs as `log` says.
+/// Ctrl-C and SIGTERM stop it through [`plumline_export::Exporter::run_until`].
+///
+/// # Cancel safety
+/// Dropping the future drops the [`plumline_export::Exporter`] mid-run, as
+/// its `run` documents: in-flight requests are abandoned, local temps
+/// deleted, committed days stay committed and claims expire, but the
+/// aborts of unfinished object-store uploads are not run (they stay on the
+/// process's cleanup list). The progress bar is left as drawn, and the
+/// progress ticker task, when logging periodically, is not aborted: it
+/// keeps logging until the runtime ends.
 pub async fn export<S: PageSource + 'static>(
     source: Arc<S>,
     destination: Lake,

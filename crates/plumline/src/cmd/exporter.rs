@@ -119,6 +119,14 @@ pub struct Args {
     api: ApiArgs,
 }
 
+/// Runs `plumline exporter`: binds `--listen`, then serves and polls until
+/// Ctrl-C or SIGTERM.
+///
+/// # Cancel safety
+/// Before the server is bound, dropping the future leaves nothing behind;
+/// after, as [`plumline_metrics::run_exporter`]: polling stops at once and
+/// the metrics server stops in the background. Ctrl-C and SIGTERM do not
+/// drop it: they stop both gracefully.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let listen = parse_listen(&args.listen)?;
     let config = PollerConfig {

@@ -250,6 +250,13 @@ fn behaviours(args: &BehaviourArgs) -> anyhow::Result<Behaviours> {
     })
 }
 
+/// Runs `plumline sim`: serves the simulator in the foreground until
+/// Ctrl-C or SIGTERM.
+///
+/// # Cancel safety
+/// Dropping the future closes the listener and every connection at once
+/// (as [`SimServer::serve_until`]); nothing keeps running. Ctrl-C and
+/// SIGTERM do not drop it: they let requests in flight finish first.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let (data_start, data_end) = data_range(&args)?;
     let key_given = args.developer_key.is_some();

@@ -85,6 +85,12 @@ struct ReportJson<'a> {
 }
 
 /// Verifies; `Ok(true)` when every day matches.
+///
+/// # Cancel safety
+/// Dropping the future while verifying abandons reads and requests only
+/// (verification writes nothing); during `--repair`, it cancels the
+/// day being re-exported as [`super::export::export`] says, and days
+/// already repaired stay committed. No report is printed.
 pub async fn run(args: Args) -> anyhow::Result<bool> {
     let (tz, range) = args.range.parse()?;
     let (start, end) = range.half_open_secs();
