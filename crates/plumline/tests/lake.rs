@@ -262,3 +262,71 @@ async fn a_crash_at_each_step_of_the_commit_protocol_then_a_rerun_gives_the_same
     }
     server.shutdown().await;
 }
+
+/// Calls per UTC day the simulator lists now, for `days` from `first`.
+fn truth_per_day(server: &SimServer, first: i64, days: i64) -> BTreeMap<String, u64> {
+    (0..days)
+        .map(|d| {
+            let start = first + d * 86_400;
+            let date = jiff::Timestamp::from_second(start)
+                .expect("ts")
+                .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+                .date();
+            (date.to_string(), server.simulator().count_in(start, start + 86_399, None))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_export_writes_open_days_and_a_rerun_after_the_calls_ended_completes_them() {
+    let now = jiff::Timestamp::now().as_second();
+    let today = now - now.rem_euclid(86_400);
+    let first = today - 2 * 86_400;
+    // A live account: calls are listed once ended, some last hours.
+    let config = SimConfig::default()
+        .with_seed(31)
+        .with_generated_numbers(2)
+        .with_calls_per_day(600.0)
+        .with_data_range(first, today + 86_400)
+        .with_live(true)
+        .with_clock(plumline_sim::SimClock::manual(now))
+        .with_long_calls(Some(plumline_sim::LongCalls::default()));
+    let server = sim(config).await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let lake = tmp.path().join("lake");
+    let run = |server: &SimServer| {
+        let mut cmd = export(server, &lake, &["--start", "-2d", "--end", "now", "--output", "json"]);
+        cmd.args(["--settle", "4h"]);
+        cmd
+    };
+    let first_run: serde_json::Value =
+        serde_json::from_str(&run_ok(run(&server)).await).expect("json summary");
+    let open: Vec<&str> = first_run["open_days"]
+        .as_array()
+        .expect("open days")
+        .iter()
+        .filter_map(|d| d["date"].as_str())
+        .collect();
+    let today_date = jiff::Timestamp::from_second(today)
+        .expect("ts")
+        .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+        .date()
+        .to_string();
+    assert!(open.contains(&today_date.as_str()), "today is open: {first_run}");
+    // What was written is what the API listed then: today still misses the
+    // calls in progress.
+    let before = plumline_export::summarize_lake(&lake).expect("lake").per_day;
+    assert_eq!(before, truth_per_day(&server, first, 3), "the lake is what the API listed");
+
+    // Five hours later every call that had started has ended.
+    server.set_now(now + 5 * 3_600);
+    let grown = truth_per_day(&server, first, 3);
+    assert!(
+        grown[&today_date] > before[&today_date],
+        "the test lost its point: today did not grow {grown:?}"
+    );
+    run_ok(run(&server)).await;
+    let after = plumline_export::summarize_lake(&lake).expect("lake").per_day;
+    assert_eq!(after, grown, "the rerun refreshed the open days to the API's final listing");
+    server.shutdown().await;
+}
