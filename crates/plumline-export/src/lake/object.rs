@@ -23,7 +23,7 @@ use crate::error::ExportError;
 
 /// Size of each part of a multipart upload (stores require at least 5 MiB
 /// for all but the last part). Bounds a day's upload buffer.
-pub(crate) const PART_BYTES: usize = 5 * 1024 * 1024;
+pub(crate) const PART_BYTES: usize = 8 * 1024 * 1024;
 
 /// An object store that also exposes multipart uploads by id (S3, GCS,
 /// Azure and the in-memory store do).

@@ -101,7 +101,7 @@ pub struct Args {
 
     /// Bytes of each part of an object-store multipart upload (stores require at least 5 MiB
     /// for all but the last part); a day's upload holds at most one part in memory.
-    #[arg(long, default_value_t = NonZeroUsize::new(8 << 20).unwrap_or(NonZeroUsize::MIN), value_name = "BYTES")]
+    #[arg(long, default_value_t = LakeOptions::default().upload_part_bytes, value_name = "BYTES")]
     upload_part_bytes: NonZeroUsize,
 
     #[command(flatten)]
