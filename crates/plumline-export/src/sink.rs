@@ -1,6 +1,7 @@
 //! [`ParquetSink`]: one day's Parquet file, encoded on a blocking thread.
 
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arrow_array::RecordBatch;
 use parquet::arrow::ArrowWriter;
@@ -8,7 +9,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tracing::debug;
 
 use crate::batch::lake_schema;
@@ -130,6 +131,46 @@ const PAGE_BYTES: usize = 256 * 1024;
 /// writer here and streams from then on.
 const PENDING_BYTES: usize = 8 << 20;
 
+/// Writer threads alive now; [`writers_idle`] waits for none.
+static LIVE_WRITERS: AtomicUsize = AtomicUsize::new(0);
+static WRITERS_GONE: Notify = Notify::const_new();
+
+/// Counts one writer thread while it lives.
+struct WriterGuard;
+
+impl WriterGuard {
+    fn new() -> Self {
+        LIVE_WRITERS.fetch_add(1, Ordering::SeqCst);
+        WriterGuard
+    }
+}
+
+impl Drop for WriterGuard {
+    fn drop(&mut self) {
+        if LIVE_WRITERS.fetch_sub(1, Ordering::SeqCst) == 1 {
+            WRITERS_GONE.notify_waiters();
+        }
+    }
+}
+
+/// Waits until every writer thread has ended (an abandoned day's thread
+/// finishes its current step, then drops its staged file), so what they
+/// leave for cleanup is there before cleanup runs.
+///
+/// # Cancel safety
+/// Dropping the future stops waiting; nothing else.
+pub(crate) async fn writers_idle() {
+    loop {
+        let gone = WRITERS_GONE.notified();
+        tokio::pin!(gone);
+        gone.as_mut().enable();
+        if LIVE_WRITERS.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        gone.await;
+    }
+}
+
 /// Batches buffered between a day's pager and its writer thread.
 pub const SINK_CHANNEL_BATCHES: usize = 2;
 
@@ -140,7 +181,11 @@ impl ParquetSink {
         let loc = location.clone();
         let max_buffered_rows = properties.max_row_group_row_count().unwrap_or(usize::MAX);
         let max_buffered_bytes = PENDING_BYTES;
+        let live = WriterGuard::new();
         let handle = tokio::task::spawn_blocking(move || {
+            // Dropped last, after the staged file: an abandoned upload is on
+            // the cleanup list before the writer counts as gone.
+            let _live = live;
             let parquet_err =
                 |source| ExportError::Parquet { action: "writing", location: loc.clone(), source };
             // The writer (with a zstd context and page buffers per column,

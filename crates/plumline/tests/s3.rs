@@ -183,3 +183,38 @@ async fn s3_kills_failures_and_concurrent_runs_leave_an_exact_lake_and_no_upload
     assert_eq!(rows(&shared), want, "{shared}");
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_an_upload_aborts_it_before_the_process_exits() {
+    let Some(python) = python() else { return };
+    let moto = tokio::task::spawn_blocking(move || Moto::start(python)).await.expect("moto");
+    // Big enough days that the export is still uploading when signalled.
+    let server =
+        sim(SimConfig::default().with_seed(9).with_generated_numbers(1).with_calls_per_day(150_000.0)).await;
+    moto.check(&["create", "signalled"]);
+    let mut cmd = moto.export(&server, "signalled", &["--concurrency", "2"]);
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("start the export");
+    // Wait until an upload is open, then ask the process to stop.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let open = moto.check(&["inspect", "signalled", "lake"])["uploads"].as_u64().unwrap_or(0);
+        if open > 0 {
+            break;
+        }
+        assert!(child.try_wait().expect("poll").is_none(), "the export ended before an upload was seen");
+        assert!(Instant::now() < deadline, "no upload started within 120 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid = child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    assert!(killed.success());
+    let out =
+        tokio::task::spawn_blocking(move || child.wait_with_output()).await.expect("join").expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a stopped export must not exit 0\n{stderr}");
+    assert!(stderr.contains("interrupted") && !stderr.contains("panicked"), "{stderr}");
+    let after = moto.check(&["inspect", "signalled", "lake"]);
+    assert_eq!(after["uploads"], 0, "SIGTERM left an upload behind: {after}\n{stderr}");
+    server.shutdown().await;
+}

@@ -340,6 +340,13 @@ impl Lake {
     /// # Cancel safety
     /// Dropping the future leaves the remaining aborts undone.
     pub async fn cleanup(&self) {
+        // Abandoned days' writer threads drop their uploads when they stop.
+        if tokio::time::timeout(std::time::Duration::from_secs(60), crate::sink::writers_idle())
+            .await
+            .is_err()
+        {
+            warn!("writer threads still busy after 60 s; aborting the uploads abandoned so far");
+        }
         let pending = PENDING_ABORTS.take();
         if pending.is_empty() {
             return;
