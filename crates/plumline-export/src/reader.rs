@@ -122,9 +122,20 @@ pub fn summarize_lake(root: &Path) -> Result<LakeSummary, ExportError> {
                 })
             };
             let (number, call_type, duration) = (column("number")?, column("type")?, column("duration_s")?);
-            let number: &StringArray = number.as_string::<i32>();
-            let call_type = call_type.as_string::<i32>();
-            let duration = duration.as_primitive::<Int64Type>();
+            // A valid file of another shape is an error naming it, never a panic.
+            let unexpected = |name: &str, array: &arrow_array::ArrayRef, want: &str| {
+                perr(parquet::errors::ParquetError::General(format!(
+                    "the `{name}` column is {} where the lake writes {want}",
+                    array.data_type()
+                )))
+            };
+            let number: &StringArray =
+                number.as_string_opt::<i32>().ok_or_else(|| unexpected("number", &number, "Utf8"))?;
+            let call_type =
+                call_type.as_string_opt::<i32>().ok_or_else(|| unexpected("type", &call_type, "Utf8"))?;
+            let duration = duration
+                .as_primitive_opt::<Int64Type>()
+                .ok_or_else(|| unexpected("duration_s", &duration, "Int64"))?;
             for i in 0..batch.num_rows() {
                 let key =
                     (number.is_valid(i).then(|| number.value(i).to_owned()), call_type.value(i).to_owned());
@@ -141,6 +152,55 @@ pub fn summarize_lake(root: &Path) -> Result<LakeSummary, ExportError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Writes `batch` as the one file of day 2025-01-01 under `root`.
+    fn write_day(root: &Path, batch: &arrow_array::RecordBatch) -> PathBuf {
+        let dir = root.join("date=2025-01-01");
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("calls-all.parquet");
+        let file = File::create(&path).expect("create");
+        let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).expect("writer");
+        writer.write(batch).expect("write");
+        writer.close().expect("close");
+        path
+    }
+
+    #[test]
+    fn unexpected_but_valid_files_are_errors_naming_the_file() {
+        use std::sync::Arc;
+
+        use arrow_array::{ArrayRef, Int64Array, LargeStringArray, RecordBatch};
+        let strings = |v: &str| Arc::new(StringArray::from(vec![v])) as ArrayRef;
+        let cases: Vec<(&str, Vec<(&str, ArrayRef)>, &str)> = vec![
+            (
+                "a LargeUtf8 number",
+                vec![
+                    ("number", Arc::new(LargeStringArray::from(vec!["1"])) as ArrayRef),
+                    ("type", strings("inbound")),
+                    ("duration_s", Arc::new(Int64Array::from(vec![5])) as ArrayRef),
+                ],
+                "LargeUtf8",
+            ),
+            (
+                "a missing duration_s",
+                vec![("number", strings("1")), ("type", strings("inbound"))],
+                "duration_s",
+            ),
+            (
+                "a duration as text",
+                vec![("number", strings("1")), ("type", strings("inbound")), ("duration_s", strings("5"))],
+                "duration_s",
+            ),
+        ];
+        for (what, columns, needle) in cases {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let batch = RecordBatch::try_from_iter(columns).expect("batch");
+            let path = write_day(dir.path(), &batch);
+            let err = summarize_lake(dir.path()).expect_err(what);
+            let chain = plumline_api::error_chain(&err);
+            assert!(chain.contains(&path.display().to_string()) && chain.contains(needle), "{what}: {chain}");
+        }
+    }
 
     #[test]
     fn quantiles_by_nearest_rank() {
