@@ -171,7 +171,8 @@ mod tests {
 
         use arrow_array::{ArrayRef, Int64Array, LargeStringArray, RecordBatch};
         let strings = |v: &str| Arc::new(StringArray::from(vec![v])) as ArrayRef;
-        let cases: Vec<(&str, Vec<(&str, ArrayRef)>, &str)> = vec![
+        type Case<'a> = (&'a str, Vec<(&'a str, ArrayRef)>, &'a str);
+        let cases: Vec<Case<'_>> = vec![
             (
                 "a LargeUtf8 number",
                 vec![
