@@ -165,13 +165,15 @@ mod tests {
         path
     }
 
+    /// (what, columns, what the error must name)
+    type Case<'a> = (&'a str, Vec<(&'a str, arrow_array::ArrayRef)>, &'a str);
+
     #[test]
     fn unexpected_but_valid_files_are_errors_naming_the_file() {
         use std::sync::Arc;
 
         use arrow_array::{ArrayRef, Int64Array, LargeStringArray, RecordBatch};
         let strings = |v: &str| Arc::new(StringArray::from(vec![v])) as ArrayRef;
-        type Case<'a> = (&'a str, Vec<(&'a str, ArrayRef)>, &'a str);
         let cases: Vec<Case<'_>> = vec![
             (
                 "a LargeUtf8 number",
