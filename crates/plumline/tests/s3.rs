@@ -140,7 +140,10 @@ async fn s3_kills_failures_and_concurrent_runs_leave_an_exact_lake_and_no_upload
 
     // Killed right after the first part of an upload went up.
     moto.check(&["create", "killed"]);
-    let mut killed = moto.export(&server, "killed", &[]);
+    // One day at a time: the kill then lands after the write-ahead record of
+    // the upload it interrupts (another day's upload, between its creation
+    // and its record, is the one window the protocol leaves; ARCHITECTURE.md).
+    let mut killed = moto.export(&server, "killed", &["--days-in-flight", "1"]);
     killed.env("PLUMLINE_FAILPOINT", "part-uploaded");
     let (cmd, out) = output(killed).await;
     assert!(!out.status.success(), "the kill point was not reached\n{}", describe(&cmd, &out));
