@@ -153,8 +153,7 @@ pub enum ExportError {
     },
     /// A re-export would replace a committed day with fewer calls.
     #[error(
-        "{day}{} would shrink from {current} to {new} calls (the API now lists fewer): the committed file is kept; \
-         pass --allow-shrink to replace it",
+        "{day}{} would shrink from {current} to {new} calls (the API now lists fewer): the committed file is kept",
         number_suffix(number.as_deref())
     )]
     WouldShrink {

@@ -119,10 +119,12 @@ impl ExportPlan {
         for n in numbers {
             let n = n.trim();
             if n.is_empty() {
-                return Err(ExportError::InvalidPlan("a --number is empty: pass a phone number".into()));
+                return Err(ExportError::InvalidPlan(
+                    "a number to filter by is empty: pass a phone number".into(),
+                ));
             }
             if filters.iter().any(|f| f.as_deref() == Some(n)) {
-                return Err(ExportError::InvalidPlan(format!("--number {n} is given twice")));
+                return Err(ExportError::InvalidPlan(format!("the number {n} is given twice")));
             }
             filters.push(Some(n.to_owned()));
         }

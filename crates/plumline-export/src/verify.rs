@@ -223,7 +223,7 @@ impl<S: PageSource + 'static> LakeVerifier<S> {
             && !root.is_dir()
         {
             return Err(ExportError::InvalidDestination(format!(
-                "the lake {} does not exist: check --out, or export into it first",
+                "the lake {} does not exist: check its path, or export into it first",
                 root.display()
             )));
         }

@@ -92,7 +92,61 @@ pub fn flag_hint(error: &ApiError) -> &'static str {
     }
 }
 
-/// The flag hint for the first API error in `error`'s chain, if any.
+/// The flag that changes what an export error is about, as a hint; the
+/// library names no flags.
+pub fn export_hint(error: &plumline_export::ExportError) -> &'static str {
+    use plumline_export::ExportError;
+    match error {
+        ExportError::WouldShrink { .. } => " (pass --allow-shrink to replace it)",
+        ExportError::InvalidDestination(_) => " (check --out)",
+        ExportError::InvalidPlan(_) => " (check --start, --end, --tz and --number)",
+        ExportError::TimeZoneMismatch { .. } => " (pass --tz with the lake's zone, or another --out)",
+        ExportError::ClaimHeld { .. } => " (or raise --claim-wait)",
+        ExportError::Inconsistent { .. } => " (or lower --page-size)",
+        ExportError::DaysFailed { failures, .. } => {
+            failures.iter().map(export_hint).find(|h| !h.is_empty()).unwrap_or("")
+        }
+        ExportError::Api { source, .. } => flag_hint(source),
+        _ => "",
+    }
+}
+
+/// The flag hint for the first API or export error in `error`'s chain, if any.
 pub fn chain_hint(error: &anyhow::Error) -> &'static str {
-    error.chain().find_map(|e| e.downcast_ref::<ApiError>()).map_or("", flag_hint)
+    error
+        .chain()
+        .find_map(|e| {
+            e.downcast_ref::<plumline_export::ExportError>()
+                .map(export_hint)
+                .or_else(|| e.downcast_ref::<ApiError>().map(flag_hint))
+        })
+        .unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use plumline_export::ExportError;
+
+    use super::*;
+
+    #[test]
+    fn library_errors_get_the_flags_that_change_them() {
+        let day = "2025-01-05".parse().expect("date");
+        let shrink = || ExportError::WouldShrink { day, number: None, current: 10, new: 5 };
+        let failed = ExportError::DaysFailed { failures: vec![shrink()], summary: Box::default() };
+        let cases: Vec<(anyhow::Error, &str)> = vec![
+            (anyhow::Error::new(shrink()).context("export stopped"), "--allow-shrink"),
+            (anyhow::Error::new(failed).context("export stopped"), "--allow-shrink"),
+            (anyhow::Error::new(ExportError::InvalidDestination("x".into())), "--out"),
+            (anyhow::Error::new(ApiError::Unauthorized { status: 401, message: None }), "--email"),
+            (anyhow::anyhow!("something else"), ""),
+        ];
+        for (error, flag) in cases {
+            let hint = chain_hint(&error);
+            assert!(
+                if flag.is_empty() { hint.is_empty() } else { hint.contains(flag) },
+                "{error:#}: {hint:?}"
+            );
+        }
+    }
 }

@@ -263,17 +263,18 @@ impl Lake {
     pub fn parse_with(dest: &str, options: &LakeOptions) -> Result<Self, ExportError> {
         let dest = dest.trim();
         if dest.is_empty() {
-            return Err(ExportError::InvalidDestination("--out is empty: pass a directory or a URL".into()));
+            return Err(ExportError::InvalidDestination(
+                "the destination is empty: pass a directory or a URL".into(),
+            ));
         }
         if !dest.contains("://") {
             return Ok(Lake::local(dest));
         }
         let Some((store, prefix)) = crate::store::from_url(dest)? else {
-            let url = Url::parse(dest).map_err(|e| {
-                ExportError::InvalidDestination(format!("--out `{dest}` is not a valid URL: {e}"))
-            })?;
+            let url = Url::parse(dest)
+                .map_err(|e| ExportError::InvalidDestination(format!("`{dest}` is not a valid URL: {e}")))?;
             let path = url.to_file_path().map_err(|()| {
-                ExportError::InvalidDestination(format!("--out `{dest}` is not a local file:/// URL"))
+                ExportError::InvalidDestination(format!("`{dest}` is not a local file:/// URL"))
             })?;
             return Ok(Lake::local(path));
         };
