@@ -338,6 +338,19 @@ mod tests {
         })
     }
 
+    /// An in-memory lake with 4 KiB parts.
+    fn small_parts() -> (Arc<InMemory>, Arc<ObjectPrefix>) {
+        let store = Arc::new(InMemory::new());
+        let as_lake = Arc::clone(&store) as Arc<dyn LakeObjectStore>;
+        let dest = ObjectPrefix::new(as_lake, ObjPath::from("lake"), "mem://lake").with_part_bytes(4096);
+        (store, Arc::new(dest))
+    }
+
+    /// `len` bytes of a known pattern.
+    fn body(len: usize) -> Vec<u8> {
+        (0..len).map(|i| u8::try_from(i % 251).expect("byte")).collect()
+    }
+
     /// Stages `len` bytes of `rel` through the blocking writer path.
     async fn stage_bytes(
         dest: &Arc<ObjectPrefix>,
@@ -347,8 +360,7 @@ mod tests {
     ) -> Box<dyn StagedFile> {
         let mut staged = dest.stage(rel, "rtest", recorder(log)).await.expect("stage");
         tokio::task::spawn_blocking(move || {
-            let body: Vec<u8> = (0..len).map(|i| u8::try_from(i % 251).expect("byte")).collect();
-            for chunk in body.chunks(1000) {
+            for chunk in body(len).chunks(1000) {
                 staged.write_all(chunk).expect("write");
             }
             staged.finish().expect("finish");
@@ -360,15 +372,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn files_stream_up_in_parts_recorded_before_the_first() {
-        let store = Arc::new(InMemory::new());
-        let dest = Arc::new(
-            ObjectPrefix::new(
-                Arc::clone(&store) as Arc<dyn LakeObjectStore>,
-                ObjPath::from("lake"),
-                "mem://lake",
-            )
-            .with_part_bytes(4096),
-        );
+        let (store, dest) = small_parts();
         for (rel, len, uploads) in
             [("date=2025-01-01/small.parquet", 3000, 0), ("date=2025-01-01/big.parquet", 10_500, 1)]
         {
@@ -377,8 +381,7 @@ mod tests {
             assert!(dest.size(rel).await.expect("head").is_none(), "{rel}: visible before its commit");
             staged.commit().await.expect("commit");
             let got = store.get(&dest.path(rel)).await.expect("get").bytes().await.expect("body");
-            let want: Vec<u8> = (0..len).map(|i| u8::try_from(i % 251).expect("byte")).collect();
-            assert_eq!(got.as_ref(), want.as_slice(), "{rel}");
+            assert_eq!(got.as_ref(), body(len).as_slice(), "{rel}");
             let recorded = log.lock().expect("log").clone();
             assert_eq!(recorded.len(), uploads, "{rel}: {recorded:?}");
             assert!(
@@ -390,15 +393,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn abandoned_and_dead_uploads_are_aborted() {
-        let store = Arc::new(InMemory::new());
-        let dest = Arc::new(
-            ObjectPrefix::new(
-                Arc::clone(&store) as Arc<dyn LakeObjectStore>,
-                ObjPath::from("lake"),
-                "mem://lake",
-            )
-            .with_part_bytes(4096),
-        );
+        let (store, dest) = small_parts();
         let upload_id = |log: &Arc<Mutex<Vec<Stage>>>| match log.lock().expect("log").first() {
             Some(Stage::Upload { id, .. }) => id.clone(),
             other => panic!("no upload recorded: {other:?}"),
