@@ -42,6 +42,8 @@ pub struct Scenario {
     /// Serve the simulator from a child process, so the peak RSS measured
     /// is the export's alone (the simulator holds every call it generated).
     pub sim_apart: bool,
+    /// Read every day twice (`ExportOptions::reread`).
+    pub reread: bool,
 }
 
 impl Scenario {
@@ -59,6 +61,7 @@ impl Scenario {
             data_days: None,
             s3: false,
             sim_apart: false,
+            reread: false,
         }
     }
 
@@ -111,7 +114,25 @@ impl Scenario {
             data_days: None,
             s3: false,
             sim_apart: false,
+            reread: false,
         }
+    }
+
+    /// The scenario with every day read twice: its requests are twice a
+    /// read's, so its budget and ideal double.
+    #[must_use]
+    pub fn with_reread(self) -> Self {
+        let name = match self.name {
+            "1M calls, 31 days, no latency" => "1M calls, 31 days, --reread",
+            _ => "300 pages x 100 ms, --reread",
+        };
+        Scenario { name, reread: true, ..self }
+    }
+
+    /// Reads of each day: 2 with `reread`.
+    #[must_use]
+    pub fn reads(&self) -> u64 {
+        if self.reread { 2 } else { 1 }
     }
 
     /// Every scenario the table shows.
@@ -125,6 +146,8 @@ impl Scenario {
             Scenario::four_big_days(false),
             Scenario::one_big_day(true),
             Scenario::four_big_days(true),
+            Scenario::throughput().with_reread(),
+            Scenario::latency_bound().with_reread(),
         ]
     }
 
@@ -187,7 +210,7 @@ impl Scenario {
     /// The request budget on a static source: 2% + 1 per day over the minimum.
     #[must_use]
     pub fn request_budget(&self, min_requests: u64) -> u64 {
-        min_requests + min_requests.div_ceil(50) + u64::try_from(self.days).unwrap_or(0)
+        self.reads() * (min_requests + min_requests.div_ceil(50) + u64::try_from(self.days).unwrap_or(0))
     }
 }
 
@@ -267,7 +290,8 @@ pub async fn run_export_at(scenario: &Scenario, base_url: &str, lake: Lake, min_
     let summary = exporter.run(&plan, &NoProgress).await.expect("export succeeds");
     let concurrency = u32::try_from(scenario.concurrency).unwrap_or(u32::MAX);
     // The floor for any reader: the fewest requests, `concurrency` at a time.
-    let ideal = scenario.latency * u32::try_from(min_requests).unwrap_or(u32::MAX) / concurrency;
+    let ideal =
+        scenario.latency * u32::try_from(scenario.reads() * min_requests).unwrap_or(u32::MAX) / concurrency;
     Measured { summary, ideal, requests: source.requests(), min_requests }
 }
 
@@ -282,6 +306,7 @@ fn plan_and_options(scenario: &Scenario) -> (ExportPlan, ExportOptions) {
         settle: Duration::ZERO,
         overwrite: true,
         days_in_flight: std::env::var("PLUMLINE_BENCH_DAYS").ok().and_then(|v| v.parse().ok()),
+        reread: scenario.reread,
         ..ExportOptions::default()
     };
     (plan, options)

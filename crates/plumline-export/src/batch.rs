@@ -94,6 +94,13 @@ impl SessionHasher {
     pub(crate) fn fingerprint(&self, session_id: &str) -> u128 {
         (u128::from(self.a.hash_one(session_id)) << 64) | u128::from(self.b.hash_one(session_id))
     }
+
+    /// A fingerprint of everything the API says about a call: two reads of
+    /// a day list the same calls exactly when the wrapping sums of these
+    /// over their distinct calls agree (up to a 2^-128 chance).
+    pub(crate) fn content(&self, call: &Call) -> u128 {
+        (u128::from(self.a.hash_one(call)) << 64) | u128::from(self.b.hash_one(call))
+    }
 }
 
 /// Keeps the rows of `batch` where `keep` is true, with Arrow's filter

@@ -19,6 +19,9 @@ pub(super) struct Listed {
     pub(super) ids: Vec<u128>,
     /// The listed calls' starts.
     pub(super) starts: Vec<i64>,
+    /// Fingerprints of the listed calls' content, when the read computes
+    /// them (empty otherwise).
+    pub(super) contents: Vec<u128>,
 }
 
 impl Listed {
@@ -214,6 +217,7 @@ mod tests {
             offset,
             ids: calls.iter().map(|c| c.0).collect(),
             starts: calls.iter().map(|c| c.1).collect(),
+            ..Listed::default()
         }
     }
 

@@ -43,7 +43,7 @@ use crate::batch::{SessionHasher, calls_to_batch, filter_rows};
 use crate::error::ExportError;
 use crate::lake::Claim;
 use crate::plan::DayPartition;
-use crate::progress::{ExportEvent, ExportObserver};
+use crate::progress::{ExportEvent, ExportObserver, NoProgress};
 use crate::sink::ParquetSink;
 
 /// A day read to the end: its sink holds every row, ready to finish.
@@ -80,6 +80,22 @@ pub(super) struct DayFetch {
     pub(super) listed: u64,
     /// Why the attempt is not a consistent listing, if it is not.
     pub(super) problem: Option<String>,
+    /// The wrapping sum of [`SessionHasher::content`] over the distinct
+    /// calls listed, when the attempt computes it (a day read twice).
+    pub(super) digest: u128,
+}
+
+/// Where an attempt's rows go: the day's sink, or nowhere for a read that
+/// only confirms an earlier one.
+pub(super) struct Rows<'a>(Option<&'a mut ParquetSink>);
+
+impl Rows<'_> {
+    async fn write(&mut self, batch: RecordBatch) -> Result<(), ExportError> {
+        match &mut self.0 {
+            Some(sink) => sink.write(batch).await,
+            None => Ok(()),
+        }
+    }
 }
 
 /// What one attempt needs to make its requests.
@@ -98,6 +114,10 @@ struct DayCx<'a> {
     /// agree there (a reordered tie can hide a call from both answers while
     /// their shared call agrees), and always make the closing read.
     again: bool,
+    /// The day is read twice and the reads compared: fingerprint every
+    /// call's content, and make no closing read (the second read sees the
+    /// first page again).
+    reread: bool,
     requests: AtomicU64,
 }
 
@@ -141,6 +161,8 @@ struct Ledger {
     /// The last page taken, to check the next one against.
     prev: Listed,
     problem: Option<String>,
+    /// See [`DayFetch::digest`].
+    digest: u128,
 }
 
 impl<S: PageSource + 'static> Exporter<S> {
@@ -151,6 +173,11 @@ impl<S: PageSource + 'static> Exporter<S> {
     /// answers do not add up, then fails with [`ExportError::Inconsistent`]
     /// naming it. An open day is written as it was listed, consistent or
     /// not: it is still moving, and the next run refreshes it.
+    ///
+    /// With [`ExportOptions::reread`](super::ExportOptions::reread), a
+    /// closed day's consistent attempt is confirmed by a second read that
+    /// writes nothing: the two must list the same calls with the same
+    /// content, else the attempt counts as inconsistent.
     #[allow(clippy::too_many_arguments, reason = "one day's context, passed down once")]
     pub(super) async fn read_day(
         &self,
@@ -164,23 +191,27 @@ impl<S: PageSource + 'static> Exporter<S> {
         observer: &dyn ExportObserver,
     ) -> Result<DayRead, ExportError> {
         let day = Arc::new(p.clone());
+        let reread = closed && self.options.reread;
+        // The same keys for every read of the day, so their digests compare.
+        let hasher = SessionHasher::default();
         let (mut pages, mut requests) = (0, 0);
         let mut attempt = 1;
         let mut again = false;
         loop {
-            let mut sink = self.open_sink(p, claim, properties, location).await?;
-            let cx = DayCx {
+            let cx = |confirming: bool| DayCx {
                 day: &day,
                 query,
                 permits,
-                observer,
-                hasher: SessionHasher::default(),
+                observer: if confirming { &NoProgress } else { observer },
+                hasher: hasher.clone(),
                 asked: self.options.page_size,
                 closed,
                 again,
+                reread,
                 requests: AtomicU64::new(0),
             };
-            let fetched = match self.fetch_day(&cx, &mut sink).await {
+            let mut sink = self.open_sink(p, claim, properties, location).await?;
+            let fetched = match self.fetch_day(&cx(false), &mut Rows(Some(&mut sink))).await {
                 Ok(fetched) => fetched,
                 Err(e) => {
                     sink.abort().await;
@@ -189,7 +220,30 @@ impl<S: PageSource + 'static> Exporter<S> {
             };
             pages += fetched.pages;
             requests += fetched.requests;
-            let Some(reason) = fetched.problem.clone() else {
+            let mut problem = fetched.problem.clone();
+            if reread && problem.is_none() {
+                let second = match self.fetch_day(&cx(true), &mut Rows(None)).await {
+                    Ok(second) => second,
+                    Err(e) => {
+                        sink.abort().await;
+                        return Err(e);
+                    }
+                };
+                pages += second.pages;
+                requests += second.requests;
+                problem = second.problem.map(|p| format!("on the second read: {p}")).or_else(|| {
+                    (second.digest != fetched.digest).then(|| {
+                        format!(
+                            "a second read of the day listed other calls ({} distinct, {} the first time) or changed one",
+                            second.listed, fetched.listed
+                        )
+                    })
+                });
+                if problem.is_none() {
+                    debug!(calls = fetched.listed, "a second read listed the same calls");
+                }
+            }
+            let Some(reason) = problem else {
                 return Ok(DayRead { sink, fetch: fetched, pages, requests, attempts: attempt });
             };
             if !closed {
@@ -223,7 +277,7 @@ impl<S: PageSource + 'static> Exporter<S> {
     }
 
     /// One attempt at a day: every page, in offset order, into `sink`.
-    async fn fetch_day(&self, cx: &DayCx<'_>, sink: &mut ParquetSink) -> Result<DayFetch, ExportError> {
+    async fn fetch_day(&self, cx: &DayCx<'_>, rows: &mut Rows<'_>) -> Result<DayFetch, ExportError> {
         let planned_paging = Paging::planned(cx.asked);
         let first =
             self.spawn(cx, cx.page_request(planned_paging.limit, 0)?, Some(cx.acquire().await?)).await?;
@@ -252,13 +306,14 @@ impl<S: PageSource + 'static> Exporter<S> {
             pages: 1,
             prev: Listed::default(),
             problem: None,
+            digest: 0,
         };
         let full = paging.is_full(first.listed.len());
         let FetchedPage { batch, listed, permit, .. } = first;
-        ledger.take(batch, &listed, None, sink, cx).await?;
+        ledger.take(batch, &listed, None, rows, cx).await?;
         drop(permit);
         // An open day is written as listed anyway: no closing read.
-        let closing = cx.closed && (cx.again || paging.closing_read_fits(total, cx.asked));
+        let closing = cx.closed && !cx.reread && (cx.again || paging.closing_read_fits(total, cx.asked));
         let first_listed = if closing { listed.clone() } else { Listed::default() };
         ledger.prev = listed;
         let mut flow = if full { Flow::More } else { Flow::Done };
@@ -277,7 +332,7 @@ impl<S: PageSource + 'static> Exporter<S> {
                     .buffered(lookahead)
             );
             while let Some(page) = rest.next().await {
-                flow = self.take_page(page?, &mut ledger, sink, cx).await?;
+                flow = self.take_page(page?, &mut ledger, rows, cx).await?;
                 if flow == Flow::Done {
                     break;
                 }
@@ -291,7 +346,7 @@ impl<S: PageSource + 'static> Exporter<S> {
             if offset >= total {
                 debug!(offset, total, "reading past total_calls");
             }
-            flow = self.take_page(page, &mut ledger, sink, cx).await?;
+            flow = self.take_page(page, &mut ledger, rows, cx).await?;
         }
 
         ledger.check_count();
@@ -314,6 +369,7 @@ impl<S: PageSource + 'static> Exporter<S> {
             out_of_window: ledger.out_of_window,
             listed,
             problem: ledger.problem,
+            digest: ledger.digest,
         })
     }
 
@@ -323,7 +379,7 @@ impl<S: PageSource + 'static> Exporter<S> {
         &self,
         page: FetchedPage,
         ledger: &mut Ledger,
-        sink: &mut ParquetSink,
+        rows: &mut Rows<'_>,
         cx: &DayCx<'_>,
     ) -> Result<Flow, ExportError> {
         let FetchedPage { batch, listed, total, permit } = page;
@@ -357,13 +413,13 @@ impl<S: PageSource + 'static> Exporter<S> {
             ties.extend(straddling_tie(&ledger.prev, &listed));
         }
         for t in ties {
-            self.read_tie(t, &listed, ledger, sink, cx).await?;
+            self.read_tie(t, &listed, ledger, rows, cx).await?;
             if ledger.problem.is_some() {
                 return Ok(Flow::Done);
             }
         }
         let full = ledger.paging.is_full(listed.len());
-        ledger.take(batch, &listed, None, sink, cx).await?;
+        ledger.take(batch, &listed, None, rows, cx).await?;
         // The page leaves our hands only now: its slot frees for another request.
         drop(permit);
         ledger.pages += 1;
@@ -422,7 +478,7 @@ impl<S: PageSource + 'static> Exporter<S> {
         t: i64,
         next: &Listed,
         ledger: &mut Ledger,
-        sink: &mut ParquetSink,
+        rows: &mut Rows<'_>,
         cx: &DayCx<'_>,
     ) -> Result<(), ExportError> {
         let prev = &ledger.prev;
@@ -437,7 +493,7 @@ impl<S: PageSource + 'static> Exporter<S> {
             (before_known && after_known && g1 >= g0).then_some((from, g0, limit))
         });
         let Some((from, g0, limit)) = span else {
-            return self.read_tie_window(t, ledger, sink, cx).await;
+            return self.read_tie_window(t, ledger, rows, cx).await;
         };
         let answer = self.spawn(cx, cx.page_request(limit, from)?, None).await?;
         if answer.total != ledger.total {
@@ -459,14 +515,14 @@ impl<S: PageSource + 'static> Exporter<S> {
         });
         if !whole && starts.len() < limit as usize && from + (starts.len() as u64) < ledger.total {
             // Cut short (a server that caps the page size): by its window.
-            return self.read_tie_window(t, ledger, sink, cx).await;
+            return self.read_tie_window(t, ledger, rows, cx).await;
         }
         if !whole {
             ledger.problem =
                 Some(format!("the listing moved around the tie at offset {g0} while it was paged"));
             return Ok(());
         }
-        let added = ledger.take(answer.batch, &answer.listed, Some(t), sink, cx).await?;
+        let added = ledger.take(answer.batch, &answer.listed, Some(t), rows, cx).await?;
         debug!(start = t, offset = from, added, "tie read in one answer");
         Ok(())
     }
@@ -477,7 +533,7 @@ impl<S: PageSource + 'static> Exporter<S> {
         &self,
         t: i64,
         ledger: &mut Ledger,
-        sink: &mut ParquetSink,
+        rows: &mut Rows<'_>,
         cx: &DayCx<'_>,
     ) -> Result<(), ExportError> {
         let query = CallQuery::new(t, t)
@@ -494,7 +550,7 @@ impl<S: PageSource + 'static> Exporter<S> {
             ));
             return Ok(());
         }
-        let added = ledger.take(answer.batch, &answer.listed, Some(t), sink, cx).await?;
+        let added = ledger.take(answer.batch, &answer.listed, Some(t), rows, cx).await?;
         debug!(start = t, added, "tie read by its own window");
         Ok(())
     }
@@ -507,7 +563,8 @@ impl<S: PageSource + 'static> Exporter<S> {
         permit: Option<OwnedSemaphorePermit>,
     ) -> AbortOnDrop<Result<FetchedPage, ExportError>> {
         cx.requests.fetch_add(1, Ordering::Relaxed);
-        spawn_page(Arc::clone(&self.source), request, Arc::clone(cx.day), cx.hasher.clone(), permit)
+        let hasher = cx.hasher.clone();
+        spawn_page(Arc::clone(&self.source), request, Arc::clone(cx.day), hasher, cx.reread, permit)
     }
 }
 
@@ -529,14 +586,17 @@ impl Ledger {
         batch: RecordBatch,
         listed: &Listed,
         only: Option<i64>,
-        sink: &mut ParquetSink,
+        rows: &mut Rows<'_>,
         cx: &DayCx<'_>,
     ) -> Result<u64, ExportError> {
         let mut keep = Vec::with_capacity(listed.len());
         let (mut new, mut outside) = (0_u64, 0_u64);
-        for (id, start) in listed.ids.iter().zip(&listed.starts) {
+        for (i, (id, start)) in listed.ids.iter().zip(&listed.starts).enumerate() {
             let first_time = only.is_none_or(|t| *start == t) && self.seen.insert(*id, *start);
             let inside = (self.window.0..self.window.1).contains(start);
+            if first_time && let Some(content) = listed.contents.get(i) {
+                self.digest = self.digest.wrapping_add(*content);
+            }
             new += u64::from(first_time);
             outside += u64::from(first_time && !inside);
             keep.push(first_time && inside);
@@ -560,7 +620,7 @@ impl Ledger {
         };
         let n = batch.num_rows() as u64;
         if n > 0 {
-            sink.write(batch).await?;
+            rows.write(batch).await?;
         }
         self.rows += n;
         cx.observer.on_event(&ExportEvent::PageWritten { day: cx.day.date(), calls: n });
@@ -594,6 +654,7 @@ fn spawn_page<S: PageSource + 'static>(
     request: PageRequest,
     day: Arc<DayPartition>,
     hasher: SessionHasher,
+    digest: bool,
     permit: Option<OwnedSemaphorePermit>,
 ) -> AbortOnDrop<Result<FetchedPage, ExportError>> {
     AbortOnDrop(tokio::spawn(async move {
@@ -609,6 +670,11 @@ fn spawn_page<S: PageSource + 'static>(
             offset: request.offset(),
             ids: page.calls.iter().map(|c| hasher.fingerprint(&c.session_id)).collect(),
             starts: page.calls.iter().map(|c| c.start).collect(),
+            contents: if digest {
+                page.calls.iter().map(|c| hasher.content(c)).collect()
+            } else {
+                Vec::new()
+            },
         };
         Ok(FetchedPage { batch, listed, total: page.total_calls, permit })
     }))
@@ -839,11 +905,11 @@ mod tests {
         }
     }
 
-    /// The limit ARCHITECTURE.md states: one call removed and one added in
-    /// pages already read, between the same two requests, changes neither
-    /// the total nor any later position; the closing read sees it in the
-    /// first page only. This test pins that limit down; it fails (and should
-    /// then be turned around) if the read ever learns to see it elsewhere.
+    /// The limit of a single read that ARCHITECTURE.md states: one call
+    /// removed and one added in pages already read, between the same two
+    /// requests, changes neither the total nor any later position; the
+    /// closing read sees it in the first page only. A second read
+    /// (`reread`, the next test) sees it anywhere.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_swap_inside_the_pages_read_past_the_first_is_not_seen() {
         // In the second page (offsets 99..199), before the third request.
@@ -855,6 +921,88 @@ mod tests {
         assert_eq!((source.pending(), summary.refetches), (0, 0));
         let rows = lake(dir.path()).remove("1970-01-01").unwrap_or_default();
         assert!(rows.iter().any(|r| r.0 == "0;000150") && !rows.iter().any(|r| r.0 == "new"));
+    }
+
+    /// The swap a single read cannot see, and a call changed in place: a
+    /// second read of the day sees both, and the day is read until two
+    /// reads agree, so it ends as the final truth.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_second_read_sees_a_swap_or_a_change_inside_the_pages_read() {
+        let changed = Call { end: 150 * 60 + 999, ..call("0;000150", 150 * 60) };
+        let cases: Vec<(&str, Vec<(u64, Change)>)> = vec![
+            (
+                "swap",
+                vec![(3, Change::Remove("0;000150".into())), (3, Change::Insert(call("new", 150 * 60 + 1)))],
+            ),
+            (
+                "changed in place",
+                vec![(3, Change::Remove("0;000150".into())), (3, Change::Insert(changed.clone()))],
+            ),
+        ];
+        for (case, changes) in cases {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let source = Arc::new(FakeSource::new(calls(1, 450, 60, 0, 1)).with_changes(changes));
+            let reread = ExportOptions { reread: true, ..options(100, 1) };
+            let summary = export(&source, dir.path(), reread, 1).await.expect(case);
+            assert_eq!((source.pending(), summary.refetches), (0, 1), "{case}");
+            assert_exact(dir.path(), &source, 1);
+            // Two reads of five pages each, twice: the first pair disagreed.
+            assert_eq!(source.requests(), 4 * 5, "{case}");
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let edit = vec![(3, Change::Remove("0;000150".into())), (3, Change::Insert(changed.clone()))];
+        let source = Arc::new(FakeSource::new(calls(1, 450, 60, 0, 1)).with_changes(edit));
+        let reread = ExportOptions { reread: true, ..options(100, 1) };
+        export(&source, dir.path(), reread, 1).await.expect("export");
+        let file = lake_files(dir.path()).expect("list").remove(0).1;
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            std::fs::File::open(file).expect("open"),
+        )
+        .expect("parquet")
+        .build()
+        .expect("reader");
+        let mut duration = None;
+        for batch in reader {
+            let batch = batch.expect("batch");
+            let ids = batch.column_by_name("session_id").expect("id").as_string::<i32>();
+            let durations = batch.column_by_name("duration_s").expect("duration");
+            let durations = durations.as_primitive::<arrow_array::types::Int64Type>();
+            for i in (0..batch.num_rows()).filter(|i| ids.value(*i) == "0;000150") {
+                duration = Some(durations.value(i));
+            }
+        }
+        assert_eq!(duration, Some(999), "the call as it is now");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_second_read_costs_one_read_more_and_a_source_that_never_agrees_fails_naming_the_day() {
+        // Static: exactly twice the single read's requests, no refetch.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let source = Arc::new(FakeSource::new(calls(2, 450, 60, 0, 1)));
+        let reread = || ExportOptions { reread: true, ..options(100, 2) };
+        let summary = export(&source, dir.path(), reread(), 2).await.expect("export");
+        assert_exact(dir.path(), &source, 2);
+        let once = Paging::planned(100).static_requests(450, 100);
+        assert_eq!((source.requests(), summary.requests, summary.refetches), (2 * 2 * once, 2 * 2 * once, 0));
+
+        // A swap inside the pages read before every request: no two reads
+        // agree, the day fails naming it, and nothing is committed.
+        let swaps = (1..200_i64)
+            .flat_map(|n| {
+                let (old, new) = (format!("0;{:06}", 100 + n), format!("new{n}"));
+                let at = n.unsigned_abs();
+                [(at, Change::Remove(old)), (at, Change::Insert(call(&new, (100 + n) * 60)))]
+            })
+            .collect();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let source = Arc::new(FakeSource::new(calls(1, 450, 60, 0, 1)).with_changes(swaps));
+        let err = export(&source, dir.path(), ExportOptions { reread: true, ..options(100, 1) }, 1)
+            .await
+            .expect_err("never agrees");
+        let message = err.to_string();
+        assert!(matches!(only_failure(&err), ExportError::Inconsistent { attempts: 4, .. }), "{message}");
+        assert!(message.contains("1970-01-01"), "{message}");
+        assert!(lake(dir.path()).values().all(Vec::is_empty), "nothing committed");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -58,6 +58,13 @@ pub struct ExportOptions {
     pub settle: Duration,
     /// Times a day is fetched before an inconsistent answer is an error.
     pub max_day_attempts: u32,
+    /// Read every closed day twice, and commit it only when the second read
+    /// lists the same calls with the same content as the first (else read
+    /// it again, up to `max_day_attempts`). This catches what no single
+    /// read can: a call removed and another added in pages already read,
+    /// or a call changed in place, under a stable total. It costs a second
+    /// read's requests and time; the write is not repeated.
+    pub reread: bool,
     /// The Parquet files' settings.
     pub parquet: ParquetOptions,
     /// The current time for the settle margin (UNIX seconds); `None` reads
@@ -83,6 +90,7 @@ impl Default for ExportOptions {
             allow_shrink: false,
             settle: plumline_api::LONGEST_CALL,
             max_day_attempts: 4,
+            reread: false,
             parquet: ParquetOptions::default(),
             now: None,
             claim_lease: Duration::from_secs(60),

@@ -72,6 +72,13 @@ pub struct Args {
     #[arg(long)]
     allow_shrink: bool,
 
+    /// Read every closed day twice and commit it only when both reads list the same calls
+    /// (else read it again, then fail naming the day). Catches a source that changes pages
+    /// already read under a stable total (a call removed and another added, a call edited),
+    /// which one read cannot see; costs twice the API requests.
+    #[arg(long)]
+    reread: bool,
+
     /// The longest call expected (the exporter's --max-call-duration means the same): the API
     /// lists a call once it has ended, under its start, so a day is complete only this long
     /// after its end. Younger days are written but refreshed by the next run (e.g. 4h, 30m).
@@ -128,6 +135,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         page_size: args.page_size,
         overwrite: args.overwrite,
         allow_shrink: args.allow_shrink,
+        reread: args.reread,
         settle: args.settle.into(),
         claim_lease: args.claim_lease,
         claim_wait: args.claim_wait,
