@@ -18,12 +18,12 @@ use plumline_api::ApiError;
 #[non_exhaustive]
 pub enum ExportError {
     /// The plan or options are invalid; nothing was fetched or written.
-    #[error("{0}")]
-    InvalidPlan(String),
+    #[error(transparent)]
+    InvalidPlan(#[from] PlanError),
     /// The destination cannot be used (bad URL, unsupported scheme, missing
     /// bucket); nothing was written.
-    #[error("{0}")]
-    InvalidDestination(String),
+    #[error(transparent)]
+    InvalidDestination(#[from] DestinationError),
     /// A page could not be fetched (after the source's own retries).
     #[error("fetching the calls of {day}{} at offset {offset}", number_suffix(number.as_deref()))]
     Api {
@@ -179,9 +179,150 @@ pub enum ExportError {
     /// uploads were aborted, committed days stay committed.
     #[error("the export was interrupted; the days committed so far are kept")]
     Cancelled,
-    /// A worker task panicked or was cancelled by the runtime.
-    #[error("an export worker failed: {0}")]
-    Worker(String),
+    /// A task of the export panicked or was cancelled by the runtime.
+    #[error("an export task failed")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+/// What makes an export plan or its options unusable: the value and why.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlanError {
+    /// The range starts before 1970.
+    #[error("the range starts at {start}, before 1970: the API counts UNIX seconds")]
+    BeforeEpoch {
+        /// The start asked for, UNIX seconds.
+        start: i64,
+    },
+    /// The range is empty or reversed.
+    #[error("the range [{start}, {end}) is empty: the start must be before the end")]
+    EmptyRange {
+        /// The start asked for, UNIX seconds.
+        start: i64,
+        /// The end asked for, UNIX seconds.
+        end: i64,
+    },
+    /// A number to filter by is blank.
+    #[error("a number to filter by is empty: pass a phone number")]
+    BlankNumber,
+    /// A number to filter by is given twice.
+    #[error("the number {number} is given twice")]
+    RepeatedNumber {
+        /// The number.
+        number: String,
+    },
+    /// A time is outside what the time zone database covers.
+    #[error("{what} is outside the calendar")]
+    OutsideCalendar {
+        /// The range or the day.
+        what: String,
+        /// What the calendar library said.
+        #[source]
+        source: jiff::Error,
+    },
+    /// The plan holds no day.
+    #[error("the plan has no days")]
+    NoDays,
+    /// The page size is not one the API accepts.
+    #[error("the page size {page_size} is not accepted")]
+    PageSize {
+        /// The page size asked for.
+        page_size: u32,
+        /// Why.
+        #[source]
+        source: ApiError,
+    },
+    /// A window or page of the plan is not a valid API query.
+    #[error("a query of the plan is invalid")]
+    Query(#[source] ApiError),
+    /// The Parquet compression level is not one zstd accepts.
+    #[error("zstd level {level} is not supported")]
+    ZstdLevel {
+        /// The level asked for.
+        level: i32,
+        /// What the Parquet library said.
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+}
+
+/// Why a lake destination cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DestinationError {
+    /// No destination was given.
+    #[error("the destination is empty: pass a directory or a URL")]
+    Empty,
+    /// The destination looks like a URL but does not parse.
+    #[error("the lake URL `{url}` is not valid")]
+    Url {
+        /// The destination as given.
+        url: String,
+        /// What the URL parser said.
+        #[source]
+        source: url::ParseError,
+    },
+    /// A `file:` URL that names no local path.
+    #[error("`{url}` is not a local file:/// URL")]
+    NotLocal {
+        /// The destination as given.
+        url: String,
+    },
+    /// A URL scheme no supported store uses.
+    #[error(
+        "the lake URL scheme `{scheme}://` is not supported: use a directory, file:///, s3://, gs:// or az://"
+    )]
+    UnsupportedScheme {
+        /// The scheme given.
+        scheme: String,
+    },
+    /// An object-store URL without a bucket or container.
+    #[error("the lake URL `{url}` names no bucket")]
+    NoBucket {
+        /// The destination as given.
+        url: String,
+    },
+    /// An object-store URL whose path is not a valid object path.
+    #[error("the lake URL `{url}` has an invalid path")]
+    Path {
+        /// The destination as given.
+        url: String,
+        /// What the object-store library said.
+        #[source]
+        source: object_store::path::Error,
+    },
+    /// The store could not be configured from the URL and the environment.
+    #[error("cannot use {url}{}", hint.map(|h| format!(" ({h})")).unwrap_or_default())]
+    Store {
+        /// The destination as given.
+        url: String,
+        /// What to set, when the likely cause is a missing credential.
+        hint: Option<&'static str>,
+        /// What the object-store library said.
+        #[source]
+        source: object_store::Error,
+    },
+    /// An Azure URL with no storage account in it or in the environment.
+    #[error("no Azure storage account for {url}: {hint}")]
+    NoAzureAccount {
+        /// The destination as given.
+        url: String,
+        /// What to set.
+        hint: &'static str,
+    },
+    /// `AZURE_STORAGE_CONNECTION_STRING` does not parse (its values are
+    /// secrets, so only the shape of the problem is named).
+    #[error("AZURE_STORAGE_CONNECTION_STRING {problem}")]
+    ConnectionString {
+        /// What is wrong with it, without its values.
+        problem: String,
+    },
+    /// A local lake that does not exist where one must (`verify`).
+    #[error("the lake {} does not exist: check its path, or export into it first", path.display())]
+    Missing {
+        /// The directory.
+        path: PathBuf,
+    },
 }
 
 fn failure_list(failures: &[ExportError]) -> String {
@@ -205,8 +346,13 @@ impl ExportError {
         ExportError::ObjectStore { action, location: location.into(), source }
     }
 
-    pub(crate) fn worker(error: &tokio::task::JoinError) -> Self {
-        ExportError::Worker(error.to_string())
+    pub(crate) fn calendar(what: impl Into<String>) -> impl FnOnce(jiff::Error) -> Self {
+        let what = what.into();
+        move |source| PlanError::OutsideCalendar { what, source }.into()
+    }
+
+    pub(crate) fn query(source: ApiError) -> Self {
+        PlanError::Query(source).into()
     }
 
     /// Whether running the export again may succeed without changing anything

@@ -33,7 +33,7 @@ mod store;
 mod verify;
 
 pub use batch::{calls_to_batch, lake_schema};
-pub use error::ExportError;
+pub use error::{DestinationError, ExportError, PlanError};
 pub use lake::{
     BoxFut, DayState, Destination, Lake, LakeInfo, LakeObjectStore, LakeOptions, LocalDir, ObjectPrefix,
     RunId, STATE_DIR, Stage, StageRecorder, StagedFile, Version, file_name, number_slug, partition_dir,

@@ -8,7 +8,7 @@ use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use plumline_api::CallQuery;
 
-use crate::error::ExportError;
+use crate::error::{ExportError, PlanError};
 
 /// One unit of work: the calls of one calendar day (in the plan's time
 /// zone) for one number, or for all numbers.
@@ -55,7 +55,7 @@ impl DayPartition {
     pub fn query(&self) -> Result<CallQuery, ExportError> {
         CallQuery::new(self.window_start, self.window_end - 1)
             .map(|q| q.with_number(self.number.clone()))
-            .map_err(|e| ExportError::InvalidPlan(e.to_string()))
+            .map_err(ExportError::query)
     }
 
     /// Whether the day's window is closed: it ended at least `settle_secs`
@@ -106,33 +106,26 @@ impl ExportPlan {
     /// covers, or when a number repeats or is blank.
     pub fn new(start: i64, end: i64, tz: TimeZone, numbers: &[String]) -> Result<Self, ExportError> {
         if start < 0 {
-            return Err(ExportError::InvalidPlan(format!(
-                "the range starts at {start}, before 1970: the API counts UNIX seconds"
-            )));
+            return Err(PlanError::BeforeEpoch { start }.into());
         }
         if start >= end {
-            return Err(ExportError::InvalidPlan(format!(
-                "the range [{start}, {end}) is empty: the start must be before the end"
-            )));
+            return Err(PlanError::EmptyRange { start, end }.into());
         }
         let mut filters: Vec<Option<String>> = Vec::with_capacity(numbers.len().max(1));
         for n in numbers {
             let n = n.trim();
             if n.is_empty() {
-                return Err(ExportError::InvalidPlan(
-                    "a number to filter by is empty: pass a phone number".into(),
-                ));
+                return Err(PlanError::BlankNumber.into());
             }
             if filters.iter().any(|f| f.as_deref() == Some(n)) {
-                return Err(ExportError::InvalidPlan(format!("the number {n} is given twice")));
+                return Err(PlanError::RepeatedNumber { number: n.to_owned() }.into());
             }
             filters.push(Some(n.to_owned()));
         }
         if filters.is_empty() {
             filters.push(None);
         }
-        let bad_time =
-            |e: jiff::Error| ExportError::InvalidPlan(format!("the range is outside the calendar: {e}"));
+        let bad_time = |e: jiff::Error| ExportError::calendar("the range")(e);
         let mut date = Timestamp::from_second(start).map_err(bad_time)?.to_zoned_datetime(tz.clone()).date();
         let mut partitions = Vec::new();
         let (requested_start, requested_end) = (start, end);

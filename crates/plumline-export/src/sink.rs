@@ -13,7 +13,7 @@ use tokio::sync::{Notify, mpsc};
 use tracing::debug;
 
 use crate::batch::lake_schema;
-use crate::error::ExportError;
+use crate::error::{ExportError, PlanError};
 use crate::lake::StagedFile;
 
 /// Settings of the Parquet files the export writes.
@@ -41,7 +41,7 @@ pub(crate) fn writer_properties(
     metadata: Vec<KeyValue>,
 ) -> Result<WriterProperties, ExportError> {
     let level = ZstdLevel::try_new(options.zstd_level)
-        .map_err(|e| ExportError::InvalidPlan(format!("zstd level {}: {e}", options.zstd_level)))?;
+        .map_err(|source| PlanError::ZstdLevel { level: options.zstd_level, source })?;
     Ok(WriterProperties::builder()
         .set_compression(Compression::ZSTD(level))
         .set_dictionary_enabled(true)
@@ -110,7 +110,6 @@ enum Message {
 pub struct ParquetSink {
     tx: mpsc::Sender<Message>,
     handle: tokio::task::JoinHandle<Result<EncodedFile, ExportError>>,
-    location: String,
 }
 
 impl std::fmt::Debug for Message {
@@ -178,7 +177,7 @@ impl ParquetSink {
     /// Starts the writer thread for `target`.
     pub(crate) fn spawn(target: Box<dyn StagedFile>, properties: WriterProperties, location: String) -> Self {
         let (tx, mut rx) = mpsc::channel::<Message>(SINK_CHANNEL_BATCHES);
-        let loc = location.clone();
+        let loc = location;
         let max_buffered_rows = properties.max_row_group_row_count().unwrap_or(usize::MAX);
         let max_buffered_bytes = PENDING_BYTES;
         let live = WriterGuard::new();
@@ -193,48 +192,40 @@ impl ParquetSink {
             // arrived or the day is complete: most days are encoded in one go,
             // so open writers stay few however many days are in flight.
             let mut pending: Vec<RecordBatch> = Vec::new();
-            let mut pending_rows = 0usize;
-            let mut pending_bytes = 0usize;
-            let mut target = Some(StagedWriter(target));
-            let mut writer: Option<ArrowWriter<StagedWriter>> = None;
+            let (mut pending_rows, mut pending_bytes) = (0usize, 0usize);
             let mut rows = 0u64;
-            loop {
-                let finished = match rx.blocking_recv() {
-                    Some(Message::Batch(batch)) => {
+            let mut finished = false;
+            // The day was abandoned when the sender goes before `Finish`.
+            let mut next = || match rx.blocking_recv() {
+                Some(Message::Batch(batch)) => Ok(Some(batch)),
+                Some(Message::Finish) => Ok(None),
+                None => Err(ExportError::Cancelled),
+            };
+            while !finished && pending_rows < max_buffered_rows && pending_bytes < max_buffered_bytes {
+                match next()? {
+                    Some(batch) => {
                         rows += batch.num_rows() as u64;
                         pending_rows += batch.num_rows();
                         pending_bytes += batch.get_array_memory_size();
                         pending.push(batch);
-                        false
                     }
-                    Some(Message::Finish) => true,
-                    // The sender was dropped: the day was abandoned.
-                    None => return Err(ExportError::Worker(format!("writing {loc} was abandoned"))),
-                };
-                if finished || pending_rows >= max_buffered_rows || pending_bytes >= max_buffered_bytes {
-                    let w = match (&mut writer, target.take()) {
-                        (Some(w), _) => w,
-                        (None, Some(t)) => writer.insert(
-                            ArrowWriter::try_new(t, lake_schema(), Some(properties.clone()))
-                                .map_err(parquet_err)?,
-                        ),
-                        (None, None) => {
-                            return Err(ExportError::Worker(format!("writer of {loc} lost its target")));
-                        }
-                    };
-                    for batch in pending.drain(..) {
-                        w.write(&batch).map_err(parquet_err)?;
-                    }
-                    pending_rows = 0;
-                    pending_bytes = 0;
-                }
-                if finished {
-                    break;
+                    None => finished = true,
                 }
             }
-            let Some(writer) = writer else {
-                return Err(ExportError::Worker(format!("writer of {loc} never opened")));
-            };
+            let mut writer = ArrowWriter::try_new(StagedWriter(target), lake_schema(), Some(properties))
+                .map_err(parquet_err)?;
+            for batch in pending.drain(..) {
+                writer.write(&batch).map_err(parquet_err)?;
+            }
+            while !finished {
+                match next()? {
+                    Some(batch) => {
+                        rows += batch.num_rows() as u64;
+                        writer.write(&batch).map_err(parquet_err)?;
+                    }
+                    None => finished = true,
+                }
+            }
             // Writes the footer and hands back the target.
             let target = writer.into_inner().map_err(parquet_err)?;
             let StagedWriter(mut staged) = target;
@@ -242,7 +233,7 @@ impl ParquetSink {
             debug!(location = %loc, rows, bytes, "file encoded");
             Ok(EncodedFile { rows, bytes, staged })
         });
-        ParquetSink { tx, handle, location }
+        ParquetSink { tx, handle }
     }
 
     /// Queues one batch, waiting while the writer is behind.
@@ -257,12 +248,9 @@ impl ParquetSink {
         if self.tx.send(Message::Batch(batch)).await.is_ok() {
             return Ok(());
         }
-        // The thread stopped early: its result says why.
-        Err(self
-            .join()
-            .await
-            .err()
-            .unwrap_or_else(|| ExportError::Worker(format!("writer of {} stopped", self.location))))
+        // The thread stopped early, so with an error (it ends well only
+        // after `Finish`, which `finish` sends as it consumes the sink).
+        Err(self.join().await.err().unwrap_or(ExportError::Cancelled))
     }
 
     /// Ends the file and waits until it is encoded and durable.
@@ -283,7 +271,7 @@ impl ParquetSink {
     /// # Cancel safety
     /// Dropping the future still abandons the file, in the background.
     pub(crate) async fn abort(self) {
-        let ParquetSink { tx, handle, .. } = self;
+        let ParquetSink { tx, handle } = self;
         drop(tx);
         let _ = handle.await;
     }
@@ -291,7 +279,7 @@ impl ParquetSink {
     async fn join(&mut self) -> Result<EncodedFile, ExportError> {
         match (&mut self.handle).await {
             Ok(result) => result,
-            Err(e) => Err(ExportError::worker(&e)),
+            Err(e) => Err(ExportError::Task(e)),
         }
     }
 }

@@ -34,7 +34,7 @@ use object_store::path::Path as ObjPath;
 use object_store::{ClientConfigKey, CredentialProvider};
 use url::Url;
 
-use crate::error::ExportError;
+use crate::error::{DestinationError, ExportError};
 use crate::lake::LakeObjectStore;
 
 type Store = Arc<dyn LakeObjectStore>;
@@ -69,29 +69,22 @@ pub(crate) fn from_url(dest: &str) -> Result<Option<(Store, ObjPath)>, ExportErr
 
 /// [`from_url`] with the environment given as a map.
 fn from_url_in(dest: &str, env: &Env) -> Result<Option<(Store, ObjPath)>, ExportError> {
-    let bad = |why: String| ExportError::InvalidDestination(why);
-    let url = Url::parse(dest).map_err(|e| bad(format!("the lake URL `{dest}` is not valid: {e}")))?;
+    let url = Url::parse(dest).map_err(|source| DestinationError::Url { url: dest.to_owned(), source })?;
+    let failed = |hint| move |source| DestinationError::Store { url: dest.to_owned(), hint, source };
     let store: Store = match url.scheme() {
         "file" => return Ok(None),
         "s3" | "s3a" => Arc::new(
-            object_store::aws::AmazonS3Builder::from_env()
-                .with_url(dest)
-                .build()
-                .map_err(|e| bad(format!("cannot use {dest}: {e}")))?,
+            object_store::aws::AmazonS3Builder::from_env().with_url(dest).build().map_err(failed(None))?,
         ),
-        "gs" => gcs_store(dest, env).map_err(bad)?,
-        "az" | "azure" | "abfs" | "abfss" | "adl" => azure_store(dest, &url, env).map_err(bad)?,
-        other => {
-            return Err(bad(format!(
-                "the lake URL scheme `{other}://` is not supported: use a directory, file:///, s3://, gs:// or az://"
-            )));
-        }
+        "gs" => gcs_store(dest, env)?,
+        "az" | "azure" | "abfs" | "abfss" | "adl" => azure_store(dest, &url, env)?,
+        other => return Err(DestinationError::UnsupportedScheme { scheme: other.to_owned() }.into()),
     };
     if url.host_str().is_none_or(str::is_empty) {
-        return Err(bad(format!("the lake URL `{dest}` names no bucket")));
+        return Err(DestinationError::NoBucket { url: dest.to_owned() }.into());
     }
     let prefix = ObjPath::from_url_path(url.path())
-        .map_err(|e| bad(format!("the lake URL `{dest}` has an invalid path: {e}")))?;
+        .map_err(|source| DestinationError::Path { url: dest.to_owned(), source })?;
     Ok(Some((store, prefix)))
 }
 
@@ -123,7 +116,7 @@ fn gcs_builder(env: &Env) -> GoogleCloudStorageBuilder {
     builder
 }
 
-fn gcs_store(dest: &str, env: &Env) -> Result<Store, String> {
+fn gcs_store(dest: &str, env: &Env) -> Result<Store, DestinationError> {
     let builder = gcs_builder(env).with_url(dest);
     let explicit = [
         GoogleConfigKey::ServiceAccount,
@@ -133,7 +126,8 @@ fn gcs_store(dest: &str, env: &Env) -> Result<Store, String> {
     .iter()
     .any(|key| builder.get_config_value(key).is_some());
     let emulated = builder.get_config_value(&GoogleConfigKey::SkipSignature).is_some_and(|v| v == "true");
-    let failed = |e: object_store::Error| format!("cannot use {dest}: {e} ({GCS_CREDENTIAL_HINT})");
+    let failed =
+        |source| DestinationError::Store { url: dest.to_owned(), hint: Some(GCS_CREDENTIAL_HINT), source };
     let store = builder.clone().build().map_err(failed)?;
     if explicit || emulated {
         return Ok(Arc::new(store));
@@ -148,7 +142,7 @@ fn gcs_store(dest: &str, env: &Env) -> Result<Store, String> {
 
 /// What `MicrosoftAzureBuilder::from_env` reads, from the map, then the
 /// connection string or the az CLI's variables.
-fn azure_builder(env: &Env) -> Result<MicrosoftAzureBuilder, String> {
+fn azure_builder(env: &Env) -> Result<MicrosoftAzureBuilder, DestinationError> {
     let mut builder = MicrosoftAzureBuilder::new();
     for (name, value) in env {
         if name.starts_with("AZURE_")
@@ -185,15 +179,15 @@ fn azure_builder(env: &Env) -> Result<MicrosoftAzureBuilder, String> {
 /// (`Key=Value;Key=Value…`, keys in any case) gives.
 ///
 /// Values are never echoed in errors: they hold secrets.
-fn connection_string(text: &str) -> Result<Vec<(AzureConfigKey, String)>, String> {
+fn connection_string(text: &str) -> Result<Vec<(AzureConfigKey, String)>, DestinationError> {
+    let bad = |problem: String| DestinationError::ConnectionString { problem };
     let mut fields = BTreeMap::new();
     for part in text.split(';').map(str::trim).filter(|p| !p.is_empty()) {
         let Some((key, value)) = part.split_once('=') else {
-            return Err(format!(
-                "AZURE_STORAGE_CONNECTION_STRING has a part without `=` (expected Key=Value;Key=Value…): \
-                 the part starting with `{}`",
+            return Err(bad(format!(
+                "has a part without `=` (expected Key=Value;Key=Value…): the part starting with `{}`",
                 part.chars().take(12).collect::<String>()
-            ));
+            )));
         };
         fields.insert(key.trim().to_ascii_lowercase(), value.trim().to_owned());
     }
@@ -215,11 +209,10 @@ fn connection_string(text: &str) -> Result<Vec<(AzureConfigKey, String)>, String
         Some(endpoint.trim_end_matches('/').to_owned())
     } else if fields.contains_key("endpointsuffix") || protocol.is_some_and(|p| p != "https") {
         let Some(account) = fields.get("accountname") else {
-            return Err(
-                "AZURE_STORAGE_CONNECTION_STRING has EndpointSuffix or DefaultEndpointsProtocol but no \
-                        AccountName or BlobEndpoint"
+            return Err(bad(
+                "has EndpointSuffix or DefaultEndpointsProtocol but no AccountName or BlobEndpoint"
                     .to_owned(),
-            );
+            ));
         };
         let suffix = fields.get("endpointsuffix").map_or("core.windows.net", String::as_str);
         Some(format!("{}://{account}.blob.{suffix}", protocol.unwrap_or("https")))
@@ -235,16 +228,16 @@ fn connection_string(text: &str) -> Result<Vec<(AzureConfigKey, String)>, String
     Ok(out)
 }
 
-fn azure_store(dest: &str, url: &Url, env: &Env) -> Result<Store, String> {
+fn azure_store(dest: &str, url: &Url, env: &Env) -> Result<Store, DestinationError> {
     let builder = azure_builder(env)?.with_url(dest);
     let value = |key: AzureConfigKey| builder.get_config_value(&key).filter(|v| !v.is_empty());
     let emulated = value(AzureConfigKey::UseEmulator).is_some_and(|v| v == "true");
     // `abfss://container@account.dfs.core.windows.net/` names the account itself.
     let account_in_url = !url.username().is_empty();
     if !emulated && !account_in_url && value(AzureConfigKey::AccountName).is_none() {
-        return Err(format!("no Azure storage account for {dest}: {AZURE_ACCOUNT_HINT}"));
+        return Err(DestinationError::NoAzureAccount { url: dest.to_owned(), hint: AZURE_ACCOUNT_HINT });
     }
-    let failed = |e: object_store::Error| format!("cannot use {dest}: {e}");
+    let failed = |source| DestinationError::Store { url: dest.to_owned(), hint: None, source };
     let store = builder.clone().build().map_err(failed)?;
     let credential_keys = [
         AzureConfigKey::AccessKey,
@@ -495,11 +488,11 @@ mod tests {
     #[test]
     fn a_malformed_connection_string_is_named_without_its_secrets() {
         let vars = env(&[("AZURE_STORAGE_CONNECTION_STRING", "AccountName=a;Zm9vYmFyc2VjcmV0a2V5")]);
-        let err = azure_builder(&vars).expect_err("a part without =");
+        let err = azure_builder(&vars).expect_err("a part without =").to_string();
         assert!(err.contains("AZURE_STORAGE_CONNECTION_STRING"), "{err}");
         assert!(!err.contains("Zm9vYmFyc2VjcmV0a2V5"), "the whole secret is not echoed: {err}");
         let vars = env(&[("AZURE_STORAGE_CONNECTION_STRING", "EndpointSuffix=core.windows.net")]);
-        let err = azure_builder(&vars).expect_err("a suffix without an account");
+        let err = azure_builder(&vars).expect_err("a suffix without an account").to_string();
         assert!(err.contains("AccountName"), "{err}");
     }
 

@@ -28,7 +28,7 @@ use plumline_api::{CallQuery, PageSource};
 use serde::Serialize;
 use tracing::debug;
 
-use crate::error::ExportError;
+use crate::error::{DestinationError, ExportError, PlanError};
 use crate::lake::{DayState, Lake, STATE_DIR, number_slug, partition_dir};
 use crate::plan::ExportPlan;
 
@@ -222,16 +222,13 @@ impl<S: PageSource + 'static> LakeVerifier<S> {
         if let Some(root) = self.destination.local_root()
             && !root.is_dir()
         {
-            return Err(ExportError::InvalidDestination(format!(
-                "the lake {} does not exist: check its path, or export into it first",
-                root.display()
-            )));
+            return Err(DestinationError::Missing { path: root.to_path_buf() }.into());
         }
         let (store, prefix) = self.destination.store()?;
         let tz = plan.tz().clone();
         let dates: BTreeSet<Date> = plan.partitions().iter().map(crate::plan::DayPartition::date).collect();
         let (Some(&first_day), Some(&last_day)) = (dates.first(), dates.last()) else {
-            return Err(ExportError::InvalidPlan("the plan has no days".into()));
+            return Err(PlanError::NoDays.into());
         };
         let width = self.options.concurrency.get();
         let (found, untracked_candidates) = self.list_lake(&store, &prefix, &dates, plan).await?;
@@ -397,7 +394,7 @@ impl<S: PageSource + 'static> LakeVerifier<S> {
                     let (start, end) = whole_day(p.date(), &tz)?;
                     let query = CallQuery::new(start, end - 1)
                         .map(|q| q.with_number(p.number().map(str::to_owned)))
-                        .map_err(|e| ExportError::InvalidPlan(e.to_string()))?;
+                        .map_err(ExportError::query)?;
                     let api = |source| ExportError::Api {
                         day: p.date(),
                         number: p.number().map(str::to_owned),
@@ -514,7 +511,7 @@ fn disagreement(
 
 /// `[midnight, next midnight)` of `date` in `tz`, as UNIX seconds.
 fn whole_day(date: Date, tz: &TimeZone) -> Result<(i64, i64), ExportError> {
-    let bad = |e: jiff::Error| ExportError::InvalidPlan(format!("{date} is outside the calendar: {e}"));
+    let bad = |e: jiff::Error| ExportError::calendar(date.to_string())(e);
     let start_of = |d: Date| -> Result<i64, jiff::Error> {
         Ok(d.to_zoned_datetime(tz.clone())?.start_of_day()?.timestamp().as_second())
     };

@@ -95,11 +95,18 @@ pub fn flag_hint(error: &ApiError) -> &'static str {
 /// The flag that changes what an export error is about, as a hint; the
 /// library names no flags.
 pub fn export_hint(error: &plumline_export::ExportError) -> &'static str {
-    use plumline_export::ExportError;
+    use plumline_export::{ExportError, PlanError};
     match error {
         ExportError::WouldShrink { .. } => " (pass --allow-shrink to replace it)",
         ExportError::InvalidDestination(_) => " (check --out)",
-        ExportError::InvalidPlan(_) => " (check --start, --end, --tz and --number)",
+        ExportError::InvalidPlan(plan) => match plan {
+            PlanError::BlankNumber | PlanError::RepeatedNumber { .. } => " (check --number)",
+            PlanError::PageSize { .. } => " (check --page-size)",
+            PlanError::BeforeEpoch { .. }
+            | PlanError::EmptyRange { .. }
+            | PlanError::OutsideCalendar { .. } => " (check --start, --end and --tz)",
+            _ => " (check --start, --end, --tz and --number)",
+        },
         ExportError::TimeZoneMismatch { .. } => " (pass --tz with the lake's zone, or another --out)",
         ExportError::ClaimHeld { .. } => " (or raise --claim-wait)",
         ExportError::Inconsistent { .. } => " (or lower --page-size)",
@@ -125,7 +132,7 @@ pub fn chain_hint(error: &anyhow::Error) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use plumline_export::ExportError;
+    use plumline_export::{DestinationError, ExportError, PlanError};
 
     use super::*;
 
@@ -137,7 +144,9 @@ mod tests {
         let cases: Vec<(anyhow::Error, &str)> = vec![
             (anyhow::Error::new(shrink()).context("export stopped"), "--allow-shrink"),
             (anyhow::Error::new(failed).context("export stopped"), "--allow-shrink"),
-            (anyhow::Error::new(ExportError::InvalidDestination("x".into())), "--out"),
+            (anyhow::Error::new(ExportError::from(DestinationError::Empty)), "--out"),
+            (anyhow::Error::new(ExportError::from(PlanError::BlankNumber)), "--number"),
+            (anyhow::Error::new(ExportError::from(PlanError::EmptyRange { start: 1, end: 0 })), "--start"),
             (anyhow::Error::new(ApiError::Unauthorized { status: 401, message: None }), "--email"),
             (anyhow::anyhow!("something else"), ""),
         ];

@@ -56,7 +56,7 @@ pub use local::LocalDir;
 pub use object::{LakeObjectStore, ObjectPrefix};
 pub use state::{DayState, LakeInfo};
 
-use crate::error::ExportError;
+use crate::error::{DestinationError, ExportError};
 use crate::plan::DayPartition;
 
 /// A boxed future, as the [`Destination`] trait returns them (it is used as
@@ -263,19 +263,16 @@ impl Lake {
     pub fn parse_with(dest: &str, options: &LakeOptions) -> Result<Self, ExportError> {
         let dest = dest.trim();
         if dest.is_empty() {
-            return Err(ExportError::InvalidDestination(
-                "the destination is empty: pass a directory or a URL".into(),
-            ));
+            return Err(DestinationError::Empty.into());
         }
         if !dest.contains("://") {
             return Ok(Lake::local(dest));
         }
         let Some((store, prefix)) = crate::store::from_url(dest)? else {
-            let url = Url::parse(dest)
-                .map_err(|e| ExportError::InvalidDestination(format!("`{dest}` is not a valid URL: {e}")))?;
-            let path = url.to_file_path().map_err(|()| {
-                ExportError::InvalidDestination(format!("`{dest}` is not a local file:/// URL"))
-            })?;
+            let url =
+                Url::parse(dest).map_err(|source| DestinationError::Url { url: dest.to_owned(), source })?;
+            let path =
+                url.to_file_path().map_err(|()| DestinationError::NotLocal { url: dest.to_owned() })?;
             return Ok(Lake::local(path));
         };
         let prefix = ObjectPrefix::new(store, prefix, dest.trim_end_matches('/'))
@@ -495,5 +492,5 @@ impl Lake {
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ExportError> + Send + 'static,
 ) -> Result<T, ExportError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| ExportError::worker(&e))?
+    tokio::task::spawn_blocking(f).await.map_err(ExportError::Task)?
 }

@@ -123,7 +123,7 @@ struct DayCx<'a> {
 
 impl DayCx<'_> {
     fn page_request(&self, limit: u32, offset: u64) -> Result<PageRequest, ExportError> {
-        self.query.page(limit, offset).map_err(|e| ExportError::InvalidPlan(e.to_string()))
+        self.query.page(limit, offset).map_err(ExportError::query)
     }
 
     /// A request slot. Slots are taken in offset order, before the page's
@@ -134,7 +134,8 @@ impl DayCx<'_> {
         Arc::clone(self.permits)
             .acquire_owned()
             .await
-            .map_err(|_| ExportError::Worker("the request limiter was closed".into()))
+            // The limiter is never closed while the run lives; closed, the run is over.
+            .map_err(|_| ExportError::Cancelled)
     }
 }
 
@@ -253,7 +254,7 @@ impl<S: PageSource + 'static> Exporter<S> {
                 return Ok(DayRead { sink, fetch: fetched, pages, requests, attempts: attempt });
             }
             sink.abort().await;
-            if attempt >= self.options.max_day_attempts {
+            if attempt >= self.options.max_day_attempts.get() {
                 return Err(ExportError::Inconsistent {
                     day: p.date(),
                     number: p.number().map(str::to_owned),
@@ -537,11 +538,11 @@ impl<S: PageSource + 'static> Exporter<S> {
         cx: &DayCx<'_>,
     ) -> Result<(), ExportError> {
         let query = CallQuery::new(t, t)
-            .map_err(|e| ExportError::InvalidPlan(e.to_string()))?
+            .map_err(ExportError::query)?
             .with_number(cx.query.number().map(str::to_owned));
         // The largest page the API allows: a tie (plus any window slack
         // around it) must fit in one answer.
-        let request = query.page(MAX_LIMIT, 0).map_err(|e| ExportError::InvalidPlan(e.to_string()))?;
+        let request = query.page(MAX_LIMIT, 0).map_err(ExportError::query)?;
         let answer = self.spawn(cx, request, None).await?;
         if answer.total > answer.listed.len() as u64 {
             ledger.problem = Some(format!(
@@ -695,7 +696,7 @@ impl<T> Future for AbortOnDrop<Result<T, ExportError>> {
     type Output = Result<T, ExportError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0).poll(cx).map(|joined| joined.unwrap_or_else(|e| Err(ExportError::worker(&e))))
+        Pin::new(&mut self.0).poll(cx).map(|joined| joined.unwrap_or_else(|e| Err(ExportError::Task(e))))
     }
 }
 

@@ -11,7 +11,7 @@ mod fake;
 mod fetch;
 
 use std::future::Future;
-use std::num::NonZeroUsize;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,7 @@ use plumline_api::{ApiError, CallQuery, PageSource, validate_limit};
 use tokio::sync::Semaphore;
 use tracing::{Instrument as _, debug, info_span, warn};
 
-use crate::error::ExportError;
+use crate::error::{ExportError, PlanError};
 use crate::lake::{Claim, ClaimSettings, Committed, DayState, Lake, RunId};
 use crate::plan::{DayPartition, ExportPlan};
 use crate::progress::{DayRef, ExportEvent, ExportObserver, ExportSummary, OpenDay};
@@ -57,7 +57,7 @@ pub struct ExportOptions {
     /// once it has ended, under its start).
     pub settle: Duration,
     /// Times a day is fetched before an inconsistent answer is an error.
-    pub max_day_attempts: u32,
+    pub max_day_attempts: NonZeroU32,
     /// Read every closed day twice, and commit it only when the second read
     /// lists the same calls with the same content as the first (else read
     /// it again, up to `max_day_attempts`). This catches what no single
@@ -89,7 +89,7 @@ impl Default for ExportOptions {
             overwrite: false,
             allow_shrink: false,
             settle: plumline_api::LONGEST_CALL,
-            max_day_attempts: 4,
+            max_day_attempts: NonZeroU32::new(4).unwrap_or(NonZeroU32::MIN),
             reread: false,
             parquet: ParquetOptions::default(),
             now: None,
@@ -138,12 +138,10 @@ impl<S: PageSource + 'static> Exporter<S> {
     ///
     /// # Errors
     /// [`ExportError::InvalidPlan`] for a page size outside 1..=10000 or a
-    /// day attempt count of 0.
+    /// zstd level the codec does not accept.
     pub fn new(source: Arc<S>, lake: Lake, options: ExportOptions) -> Result<Self, ExportError> {
-        validate_limit(options.page_size).map_err(|e| ExportError::InvalidPlan(e.to_string()))?;
-        if options.max_day_attempts == 0 {
-            return Err(ExportError::InvalidPlan("max_day_attempts must be at least 1".into()));
-        }
+        validate_limit(options.page_size)
+            .map_err(|source| PlanError::PageSize { page_size: options.page_size, source })?;
         writer_properties(&options.parquet, Vec::new())?;
         Ok(Exporter { source, lake, options, run: RunId::current() })
     }
