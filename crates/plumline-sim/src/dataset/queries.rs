@@ -134,7 +134,7 @@ impl Simulator {
         self.resolve(query.start(), query.end(), query.number(), limit, request.offset())
     }
 
-    fn to_calls(&self, resolved: &Resolved) -> Vec<Call> {
+    pub(crate) fn to_calls(&self, resolved: &Resolved) -> Vec<Call> {
         resolved.iter().map(|(day, rec)| self.call(day, rec)).collect()
     }
 
