@@ -43,7 +43,7 @@ impl Day {
 impl Simulator {
     /// Calls currently held in the day cache.
     #[must_use]
-    pub fn cached_calls(&self) -> usize {
+    pub(crate) fn cached_calls(&self) -> usize {
         self.inner.cache.lock().unwrap_or_else(PoisonError::into_inner).resident_calls
     }
 

@@ -75,7 +75,7 @@ impl SimServer {
     /// # Errors
     /// [`SimError::InvalidConfig`], or [`SimError::Listener`] when the
     /// listener's address cannot be read.
-    pub fn from_listener(config: SimConfig, listener: TcpListener) -> Result<Self, SimError> {
+    pub(crate) fn from_listener(config: SimConfig, listener: TcpListener) -> Result<Self, SimError> {
         let local_addr = listener.local_addr().map_err(SimError::Listener)?;
         let shared = Arc::new(Shared::new(config)?);
         let (stop, mut stopped) = watch::channel(false);
