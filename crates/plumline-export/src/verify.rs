@@ -581,21 +581,12 @@ async fn list_dirs(
 mod tests {
     use super::*;
     use crate::{ExportOptions, Exporter, NoProgress};
-    use plumline_api::{ApiError, CallPage, PageRequest};
+    use plumline_sim::memory::MemorySource;
     use plumline_sim::{SimConfig, Simulator};
 
     /// The simulator's data as a page source, without HTTP.
-    #[derive(Debug)]
-    struct Direct(Simulator);
-
-    impl PageSource for Direct {
-        async fn fetch_page(&self, request: &PageRequest) -> Result<CallPage, ApiError> {
-            Ok(self.0.page(request))
-        }
-    }
-
-    fn sim(config: SimConfig) -> Arc<Direct> {
-        Arc::new(Direct(Simulator::new(config).expect("sim")))
+    fn sim(config: SimConfig) -> Arc<MemorySource> {
+        Arc::new(MemorySource::from_simulator(Simulator::new(config).expect("sim")))
     }
 
     fn plan(numbers: &[String], tz: TimeZone) -> ExportPlan {
@@ -603,7 +594,7 @@ mod tests {
         ExportPlan::new(1_735_862_400, 1_735_862_400 + 3 * 86_400, tz, numbers).expect("plan")
     }
 
-    async fn exported(dir: &std::path::Path, sim: &Arc<Direct>, plan: &ExportPlan) {
+    async fn exported(dir: &std::path::Path, sim: &Arc<MemorySource>, plan: &ExportPlan) {
         let options = ExportOptions { settle: std::time::Duration::ZERO, ..ExportOptions::default() };
         Exporter::new(Arc::clone(sim), Lake::local(dir), options)
             .expect("exporter")
@@ -655,7 +646,7 @@ mod tests {
     #[tokio::test]
     async fn an_object_store_lake_under_a_prefix_verifies() {
         let sim = sim(SimConfig::default().with_calls_per_day(100.0));
-        let numbers = sim.0.numbers().to_vec();
+        let numbers = sim.simulator().expect("a simulator").numbers().to_vec();
         let store: Arc<dyn crate::LakeObjectStore> = Arc::new(object_store::memory::InMemory::new());
         let lake = Lake::object_store(Arc::clone(&store), ObjPath::from("lakes/calls"), "mem://lakes/calls");
         let plan = plan(&numbers[..2], TimeZone::UTC);

@@ -17,6 +17,11 @@
 //!   ties shuffled per request, a capped or ignored `limit`. With
 //!   [`SimConfig::ties`] and [`SimConfig::long_calls`] the data itself has
 //!   many ties in `start` and calls hours long.
+//! - [`memory::MemorySource`]: a [`PageSource`](plumline_api::PageSource)
+//!   answered from memory, without HTTP, for unit tests: a list of calls or
+//!   a [`Simulator`]'s data, moving between requests by numbered
+//!   [`memory::Change`]s, with knobs for the same misbehaviours and counters
+//!   of the requests made and in flight.
 //!
 //! Production code never depends on this crate.
 //!
@@ -37,6 +42,7 @@ mod behaviour;
 mod config;
 mod dataset;
 mod error;
+pub mod memory;
 mod render;
 mod rng;
 mod server;

@@ -705,16 +705,17 @@ mod tests {
     use std::collections::BTreeMap;
     use std::num::NonZeroUsize;
     use std::sync::Arc;
+    use std::time::Duration;
 
     use arrow_array::cast::AsArray;
     use arrow_array::types::TimestampMillisecondType;
     use jiff::tz::TimeZone;
-    use plumline_api::Call;
+    use plumline_api::{ApiError, Call, CallType};
+    use plumline_sim::memory::{Change, MemorySource};
 
     use crate::lake::Lake as LakeDest;
     use crate::pipeline::ExportOptions;
     use crate::pipeline::consistency::{Paging, minimum_requests};
-    use crate::pipeline::fake::{Change, FakeSource, call};
     use crate::plan::ExportPlan;
     use crate::progress::ExportSummary;
     use crate::reader::lake_files;
@@ -735,6 +736,19 @@ mod tests {
         ];
         for (keep, want) in cases {
             assert_eq!(super::kept_run(keep), want, "{keep:?}");
+        }
+    }
+
+    /// A call with an id and a start.
+    fn call(id: &str, start: i64) -> Call {
+        Call {
+            dest: "8005550000".into(),
+            src: "6175550100".into(),
+            start,
+            end: start + 30,
+            session_id: id.into(),
+            call_type: CallType::Inbound,
+            log: false,
         }
     }
 
@@ -760,7 +774,7 @@ mod tests {
     }
 
     async fn export(
-        source: &Arc<FakeSource>,
+        source: &Arc<MemorySource>,
         dir: &std::path::Path,
         options: ExportOptions,
         days: i64,
@@ -814,7 +828,7 @@ mod tests {
         out
     }
 
-    fn assert_exact(dir: &std::path::Path, source: &FakeSource, days: i64) {
+    fn assert_exact(dir: &std::path::Path, source: &MemorySource, days: i64) {
         let (got, want) = (lake(dir), expected(&source.truth(), days));
         for (day, rows) in &want {
             let have = got.get(day).map_or(&[][..], Vec::as_slice);
@@ -835,7 +849,7 @@ mod tests {
         // (calls per day, page size): short, exact multiples, a full last page.
         for (per_day, page) in [(450, 100), (0, 100), (100, 100), (199, 100), (496, 100), (2_500, 1_000)] {
             let dir = tempfile::tempdir().expect("tempdir");
-            let source = Arc::new(FakeSource::new(calls(2, per_day, 17, 0, 1)));
+            let source = Arc::new(MemorySource::new(calls(2, per_day, 17, 0, 1)));
             let summary = export(&source, dir.path(), options(page, 3), 2).await.expect("export");
             assert_exact(dir.path(), &source, 2);
             let total = u64::try_from(per_day).expect("count");
@@ -852,7 +866,7 @@ mod tests {
         // Calls every 10 minutes round the clock; the server widens every
         // window by an hour on each side.
         let dir = tempfile::tempdir().expect("tempdir");
-        let source = Arc::new(FakeSource { slack: 3_600, ..FakeSource::new(calls(3, 144, 600, 0, 1)) });
+        let source = Arc::new(MemorySource::new(calls(3, 144, 600, 0, 1)).with_window_slack(3_600));
         let summary = export(&source, dir.path(), options(50, 3), 3).await.expect("export");
         assert_exact(dir.path(), &source, 3);
         assert_eq!((summary.calls, summary.refetches), (3 * 144, 0));
@@ -880,9 +894,9 @@ mod tests {
         ];
         for (name, changes) in cases {
             let dir = tempfile::tempdir().expect("tempdir");
-            let source = Arc::new(FakeSource::new(calls(1, 450, 60, 0, 1)).with_changes(changes));
+            let source = Arc::new(MemorySource::new(calls(1, 450, 60, 0, 1)).with_changes(changes));
             let summary = export(&source, dir.path(), options(100, 1), 1).await.expect(name);
-            assert_eq!(source.pending(), 0, "{name}: the changes happened");
+            assert_eq!(source.pending_changes(), 0, "{name}: the changes happened");
             assert_exact(dir.path(), &source, 1);
             assert!(summary.refetches >= 1, "{name}: the move was noticed");
         }
@@ -898,9 +912,9 @@ mod tests {
             let dir = tempfile::tempdir().expect("tempdir");
             let changes =
                 vec![(before, Change::Remove("0;000003".into())), (before, Change::Insert(call("new", 71)))];
-            let source = Arc::new(FakeSource::new(calls(1, 6_000, 14, 0, 1)).with_changes(changes));
+            let source = Arc::new(MemorySource::new(calls(1, 6_000, 14, 0, 1)).with_changes(changes));
             let summary = export(&source, dir.path(), options(100, 1), 1).await.expect("export");
-            assert_eq!(source.pending(), 0);
+            assert_eq!(source.pending_changes(), 0);
             assert_exact(dir.path(), &source, 1);
             assert_eq!(summary.refetches, 1, "swapped before request {before}");
         }
@@ -917,9 +931,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let changes =
             vec![(3, Change::Remove("0;000150".into())), (3, Change::Insert(call("new", 150 * 60 + 1)))];
-        let source = Arc::new(FakeSource::new(calls(1, 450, 60, 0, 1)).with_changes(changes));
+        let source = Arc::new(MemorySource::new(calls(1, 450, 60, 0, 1)).with_changes(changes));
         let summary = export(&source, dir.path(), options(100, 1), 1).await.expect("export");
-        assert_eq!((source.pending(), summary.refetches), (0, 0));
+        assert_eq!((source.pending_changes(), summary.refetches), (0, 0));
         let rows = lake(dir.path()).remove("1970-01-01").unwrap_or_default();
         assert!(rows.iter().any(|r| r.0 == "0;000150") && !rows.iter().any(|r| r.0 == "new"));
     }
@@ -1009,9 +1023,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_closed_day_that_never_settles_fails_naming_it_and_an_open_one_is_written() {
         // A call added before the cursor on every request.
-        let changes = || (1..200).map(|n| (n, Change::Insert(call(&format!("new{n}"), 60)))).collect();
+        let changes = || (1..200).map(|n| (n, Change::Insert(call(&format!("new{n}"), 60))));
         let dir = tempfile::tempdir().expect("tempdir");
-        let source = Arc::new(FakeSource::new(calls(1, 450, 60, 0, 1)).with_changes(changes()));
+        let source = Arc::new(MemorySource::new(calls(1, 450, 60, 0, 1)).with_changes(changes()));
         let err = export(&source, dir.path(), options(100, 1), 1).await.expect_err("never settles");
         let message = err.to_string();
         let err = only_failure(&err);
@@ -1019,7 +1033,7 @@ mod tests {
         assert!(message.contains("1970-01-01") && message.contains("total_calls moved"), "{message}");
         assert!(lake(dir.path()).values().all(Vec::is_empty), "nothing committed");
         let open = ExportOptions { now: Some(DAY + 60), ..options(100, 1) };
-        let source = Arc::new(FakeSource::new(calls(1, 450, 60, 0, 1)).with_changes(changes()));
+        let source = Arc::new(MemorySource::new(calls(1, 450, 60, 0, 1)).with_changes(changes()));
         let summary = export(&source, dir.path(), open, 1).await.expect("an open day is written");
         assert_eq!((summary.written, summary.open, summary.refetches), (1, 1, 0));
     }
@@ -1028,7 +1042,7 @@ mod tests {
     async fn a_total_that_lags_the_listing_is_read_past() {
         // The whole first attempt reports 150 calls too few.
         let dir = tempfile::tempdir().expect("tempdir");
-        let source = Arc::new(FakeSource { lag: (5, 150), ..FakeSource::new(calls(1, 450, 60, 0, 1)) });
+        let source = Arc::new(MemorySource::new(calls(1, 450, 60, 0, 1)).with_skewed_total(5, -150));
         let summary = export(&source, dir.path(), options(100, 1), 1).await.expect("export");
         assert_exact(dir.path(), &source, 1);
         assert_eq!(summary.refetches, 1);
@@ -1040,23 +1054,19 @@ mod tests {
         // every page boundary falls inside a group.
         for concurrency in [1, 3] {
             let dir = tempfile::tempdir().expect("tempdir");
-            let source =
-                Arc::new(FakeSource { shuffle_ties: true, ..FakeSource::new(calls(2, 700, 60, 0, 7)) });
+            let source = Arc::new(MemorySource::new(calls(2, 700, 60, 0, 7)).with_shuffled_ties());
             export(&source, dir.path(), options(100, concurrency), 2).await.expect("export");
             assert_exact(dir.path(), &source, 2);
         }
         // A server that caps pages below a tie's length: ties by their window.
         let dir = tempfile::tempdir().expect("tempdir");
-        let source = Arc::new(FakeSource {
-            shuffle_ties: true,
-            cap: Some(10),
-            ..FakeSource::new(calls(1, 700, 60, 0, 10))
-        });
+        let source =
+            Arc::new(MemorySource::new(calls(1, 700, 60, 0, 10)).with_shuffled_ties().with_page_cap(10));
         export(&source, dir.path(), options(100, 3), 1).await.expect("export");
         assert_exact(dir.path(), &source, 1);
         // The same ties in a stable order cost no request more than the plan.
         let dir = tempfile::tempdir().expect("tempdir");
-        let source = Arc::new(FakeSource::new(calls(2, 700, 60, 0, 7)));
+        let source = Arc::new(MemorySource::new(calls(2, 700, 60, 0, 7)));
         export(&source, dir.path(), options(100, 3), 2).await.expect("export");
         assert_eq!(source.requests(), 2 * Paging::planned(100).static_requests(700, 100));
     }
@@ -1064,7 +1074,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn servers_that_cap_or_ignore_the_limit_are_followed() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let source = Arc::new(FakeSource { cap: Some(70), ..FakeSource::new(calls(2, 950, 60, 0, 1)) });
+        let source = Arc::new(MemorySource::new(calls(2, 950, 60, 0, 1)).with_page_cap(70));
         let summary = export(&source, dir.path(), options(100, 3), 2).await.expect("capped");
         assert_exact(dir.path(), &source, 2);
         assert_eq!(
@@ -1073,10 +1083,7 @@ mod tests {
         );
         for serves in [250, 2_000] {
             let dir = tempfile::tempdir().expect("tempdir");
-            let source = Arc::new(FakeSource {
-                ignore_limit: Some(serves),
-                ..FakeSource::new(calls(2, 950, 60, 0, 1))
-            });
+            let source = Arc::new(MemorySource::new(calls(2, 950, 60, 0, 1)).with_ignored_limit(serves));
             let summary = export(&source, dir.path(), options(100, 3), 2).await.expect("limit ignored");
             assert_exact(dir.path(), &source, 2);
             assert_eq!(summary.refetches, 0, "serving {serves}");
@@ -1088,13 +1095,13 @@ mod tests {
         // Its total lags, so the read goes past the plan, where only the
         // answers themselves can stop it.
         let dir = tempfile::tempdir().expect("tempdir");
-        let source = Arc::new(FakeSource {
-            ignore_offset: true,
-            lag: (u64::MAX, 300),
-            ..FakeSource::new(calls(1, 450, 60, 0, 1))
-        });
+        let source = Arc::new(
+            MemorySource::new(calls(1, 450, 60, 0, 1))
+                .with_ignored_offset()
+                .with_skewed_total(u64::MAX, -300),
+        );
         let run = export(&source, dir.path(), options(100, 3), 1);
-        let err = tokio::time::timeout(std::time::Duration::from_secs(60), run)
+        let err = tokio::time::timeout(Duration::from_secs(60), run)
             .await
             .expect("the read ends")
             .expect_err("inconsistent");
@@ -1104,8 +1111,15 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_error_answer_fails_the_day_naming_it() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let source =
-            Arc::new(FakeSource { fail_window: Some(DAY), ..FakeSource::new(calls(2, 150, 60, 0, 1)) });
+        // Requests for the second day fail, as a client does once its
+        // retries of a `200` carrying `error` ran out.
+        let source = Arc::new(MemorySource::new(calls(2, 150, 60, 0, 1)).with_failure(|request| {
+            (request.query().start() == DAY).then(|| ApiError::RetriesExhausted {
+                attempts: 4,
+                elapsed: Duration::ZERO,
+                last: Box::new(ApiError::Server { status: 200, message: Some("database error".into()) }),
+            })
+        }));
         let err = export(&source, dir.path(), options(100, 3), 2).await.expect_err("fails");
         let chain = plumline_api::error_chain(&err);
         let failure = only_failure(&err);

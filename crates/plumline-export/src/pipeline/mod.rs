@@ -6,8 +6,6 @@
 
 mod consistency;
 mod dedupe;
-#[cfg(test)]
-mod fake;
 mod fetch;
 
 use std::future::Future;
@@ -520,65 +518,14 @@ struct Written {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
     use jiff::tz::TimeZone;
-    use plumline_api::{ApiError, Call, CallPage, CallType, PageRequest};
+    use plumline_api::{ApiError, Call, CallType};
+    use plumline_sim::memory::MemorySource;
 
     use super::*;
     use crate::reader::lake_files;
 
     const DAY: i64 = 86_400;
-
-    /// A fake API: `calls` sorted by start, served per window with knobs
-    /// for the misbehaviours the pipeline must survive.
-    #[derive(Default)]
-    struct FakeSource {
-        calls: Vec<Call>,
-        /// Each page after the first also repeats the previous page's last call.
-        overlap: bool,
-        /// The first this-many requests report `total_calls` this much too high.
-        inflate_first: Mutex<(usize, u64)>,
-        /// Always report this much too many.
-        inflate_always: u64,
-        /// Fail (permanently) the request at this offset.
-        fail_at: Option<u64>,
-        /// Never answer more than this many calls, whatever the limit.
-        max_page: Option<usize>,
-        delay: Duration,
-        in_flight: AtomicUsize,
-        max_in_flight: AtomicUsize,
-        requests: AtomicUsize,
-    }
-
-    impl PageSource for FakeSource {
-        async fn fetch_page(&self, request: &PageRequest) -> Result<CallPage, ApiError> {
-            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-            self.max_in_flight.fetch_max(now, Ordering::SeqCst);
-            self.requests.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(self.delay).await;
-            self.in_flight.fetch_sub(1, Ordering::SeqCst);
-            if self.fail_at == Some(request.offset()) {
-                return Err(ApiError::Unauthorized { status: 401, message: None });
-            }
-            let q = request.query();
-            let window: Vec<&Call> =
-                self.calls.iter().filter(|c| c.start >= q.start() && c.start <= q.end()).collect();
-            let offset = usize::try_from(request.offset()).expect("offset");
-            let from = if self.overlap && offset > 0 { offset - 1 } else { offset };
-            let limit = self.max_page.map_or(request.limit() as usize, |m| m.min(request.limit() as usize));
-            let to = (offset + limit).min(window.len());
-            let calls = window.get(from..to).unwrap_or_default().iter().map(|c| (*c).clone()).collect();
-            let mut total = window.len() as u64 + self.inflate_always;
-            let mut inflate = self.inflate_first.lock().expect("lock");
-            if inflate.0 > 0 {
-                inflate.0 -= 1;
-                total += inflate.1;
-            }
-            Ok(CallPage { calls, total_calls: total })
-        }
-    }
 
     fn calls(days: i64, per_day: i64) -> Vec<Call> {
         let mut out = Vec::new();
@@ -609,7 +556,7 @@ mod tests {
     }
 
     async fn export(
-        source: &Arc<FakeSource>,
+        source: &Arc<MemorySource>,
         dir: &std::path::Path,
         options: ExportOptions,
         days: i64,
@@ -660,16 +607,12 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn pages_land_once_in_order_within_the_bound() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let source = Arc::new(FakeSource {
-            calls: calls(3, 450),
-            delay: Duration::from_millis(2),
-            ..FakeSource::default()
-        });
+        let source = Arc::new(MemorySource::new(calls(3, 450)).with_delay(Duration::from_millis(2)));
         let summary = export(&source, dir.path(), options(), 3).await.expect("export");
-        assert_eq!(lake_ids(dir.path()), ids(&source.calls));
+        assert_eq!(lake_ids(dir.path()), ids(&source.truth()));
         assert_eq!((summary.written, summary.calls, summary.files, summary.refetches), (3, 1350, 3, 0));
         assert_eq!(summary.pages, 15);
-        assert!(source.max_in_flight.load(Ordering::SeqCst) <= 3, "{:?}", source.max_in_flight);
+        assert!(source.max_in_flight() <= 3, "{}", source.max_in_flight());
         assert!(leftovers(dir.path()).is_empty());
     }
 
@@ -679,11 +622,7 @@ mod tests {
         // slots shared by eight days, taking slots out of order would hang.
         for concurrency in [1, 2] {
             let dir = tempfile::tempdir().expect("tempdir");
-            let source = Arc::new(FakeSource {
-                calls: calls(8, 730),
-                delay: Duration::from_micros(300),
-                ..FakeSource::default()
-            });
+            let source = Arc::new(MemorySource::new(calls(8, 730)).with_delay(Duration::from_micros(300)));
             let options = ExportOptions {
                 concurrency: NonZeroUsize::new(concurrency).expect("nonzero"),
                 days_in_flight: NonZeroUsize::new(8),
@@ -693,39 +632,35 @@ mod tests {
             let summary =
                 tokio::time::timeout(Duration::from_secs(60), run).await.expect("no deadlock").expect("ok");
             assert_eq!(summary.calls, 8 * 730);
-            assert_eq!(source.max_in_flight.load(Ordering::SeqCst), concurrency);
+            assert_eq!(source.max_in_flight(), concurrency);
         }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn repeated_calls_are_kept_once() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let source = Arc::new(FakeSource { calls: calls(2, 250), overlap: true, ..FakeSource::default() });
+        let source = Arc::new(MemorySource::new(calls(2, 250)).with_page_overlap());
         let summary = export(&source, dir.path(), options(), 2).await.expect("export");
-        assert_eq!(lake_ids(dir.path()), ids(&source.calls));
+        assert_eq!(lake_ids(dir.path()), ids(&source.truth()));
         assert_eq!(summary.refetches, 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_server_that_caps_the_page_size_is_followed_without_gaps() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let source =
-            Arc::new(FakeSource { calls: calls(2, 950), max_page: Some(70), ..FakeSource::default() });
+        let source = Arc::new(MemorySource::new(calls(2, 950)).with_page_cap(70));
         let summary = export(&source, dir.path(), options(), 2).await.expect("export");
-        assert_eq!(lake_ids(dir.path()), ids(&source.calls));
+        assert_eq!(lake_ids(dir.path()), ids(&source.truth()));
         assert_eq!((summary.refetches, summary.pages), (0, 2 * 950_u64.div_ceil(70)));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_moving_total_refetches_the_day() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let source = Arc::new(FakeSource {
-            calls: calls(1, 450),
-            inflate_first: Mutex::new((2, 7)),
-            ..FakeSource::default()
-        });
+        // The first two requests report 7 calls too many.
+        let source = Arc::new(MemorySource::new(calls(1, 450)).with_skewed_total(2, 7));
         let summary = export(&source, dir.path(), options(), 1).await.expect("export");
-        assert_eq!(lake_ids(dir.path()), ids(&source.calls));
+        assert_eq!(lake_ids(dir.path()), ids(&source.truth()));
         assert!(summary.refetches >= 1, "{summary:?}");
         assert!(leftovers(dir.path()).is_empty(), "{:?}", leftovers(dir.path()));
     }
@@ -733,8 +668,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_day_that_never_adds_up_fails_when_closed_and_stays_open_otherwise() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let source =
-            Arc::new(FakeSource { calls: calls(1, 150), inflate_always: 1, ..FakeSource::default() });
+        // Every request reports one call too many.
+        let source = Arc::new(MemorySource::new(calls(1, 150)).with_skewed_total(u64::MAX, 1));
         let err = export(&source, dir.path(), options(), 1).await.expect_err("inconsistent");
         let ExportError::DaysFailed { failures, .. } = &err else { panic!("{err}") };
         assert!(
@@ -757,17 +692,17 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn committed_days_are_skipped_unless_overwritten() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let source = Arc::new(FakeSource { calls: calls(2, 120), ..FakeSource::default() });
+        let source = Arc::new(MemorySource::new(calls(2, 120)));
         export(&source, dir.path(), options(), 2).await.expect("first");
-        let before = source.requests.load(Ordering::SeqCst);
+        let before = source.requests();
         let second = export(&source, dir.path(), options(), 2).await.expect("second");
         assert_eq!((second.skipped, second.written), (2, 0));
-        assert_eq!(source.requests.load(Ordering::SeqCst), before, "no request for committed days");
+        assert_eq!(source.requests(), before, "no request for committed days");
         let third = export(&source, dir.path(), ExportOptions { overwrite: true, ..options() }, 2)
             .await
             .expect("3rd");
         assert_eq!(third.written, 2);
-        assert_eq!(lake_ids(dir.path()), ids(&source.calls));
+        assert_eq!(lake_ids(dir.path()), ids(&source.truth()));
         // A committed file that vanished is exported again.
         let victim = dir.path().join("date=1970-01-02").join("calls-all.parquet");
         std::fs::remove_file(&victim).expect("remove");
@@ -779,8 +714,10 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_page_names_its_day_and_offset_and_leaves_no_temp() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let source =
-            Arc::new(FakeSource { calls: calls(1, 450), fail_at: Some(200), ..FakeSource::default() });
+        // The request at offset 200 is refused for good.
+        let source = Arc::new(MemorySource::new(calls(1, 450)).with_failure(|request| {
+            (request.offset() == 200).then_some(ApiError::Unauthorized { status: 401, message: None })
+        }));
         let err = export(&source, dir.path(), options(), 1).await.expect_err("fails");
         match &err {
             ExportError::Api { day, offset, .. } => {

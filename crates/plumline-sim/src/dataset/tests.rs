@@ -1,9 +1,12 @@
 use std::collections::HashSet;
 
-use plumline_api::{CallQuery, wire};
+use plumline_api::{Call, CallQuery, CallType, PageRequest, WireFormat, wire};
 
+use super::generation::DAY_SECS;
 use super::*;
-use crate::config::Faults;
+use crate::behaviour::Mutation;
+use crate::config::{Faults, MAX_CALL_SECS};
+use crate::rng::Rng;
 
 const JAN1: i64 = 1_735_689_600; // 2025-01-01T00:00:00Z, a Wednesday
 
