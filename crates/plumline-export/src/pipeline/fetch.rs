@@ -956,17 +956,17 @@ mod tests {
         ];
         for (case, changes) in cases {
             let dir = tempfile::tempdir().expect("tempdir");
-            let source = Arc::new(FakeSource::new(calls(1, 450, 60, 0, 1)).with_changes(changes));
+            let source = Arc::new(MemorySource::new(calls(1, 450, 60, 0, 1)).with_changes(changes));
             let reread = ExportOptions { reread: true, ..options(100, 1) };
             let summary = export(&source, dir.path(), reread, 1).await.expect(case);
-            assert_eq!((source.pending(), summary.refetches), (0, 1), "{case}");
+            assert_eq!((source.pending_changes(), summary.refetches), (0, 1), "{case}");
             assert_exact(dir.path(), &source, 1);
             // Two reads of five pages each, twice: the first pair disagreed.
             assert_eq!(source.requests(), 4 * 5, "{case}");
         }
         let dir = tempfile::tempdir().expect("tempdir");
         let edit = vec![(3, Change::Remove("0;000150".into())), (3, Change::Insert(changed.clone()))];
-        let source = Arc::new(FakeSource::new(calls(1, 450, 60, 0, 1)).with_changes(edit));
+        let source = Arc::new(MemorySource::new(calls(1, 450, 60, 0, 1)).with_changes(edit));
         let reread = ExportOptions { reread: true, ..options(100, 1) };
         export(&source, dir.path(), reread, 1).await.expect("export");
         let file = lake_files(dir.path()).expect("list").remove(0).1;
@@ -993,7 +993,7 @@ mod tests {
     async fn a_second_read_costs_one_read_more_and_a_source_that_never_agrees_fails_naming_the_day() {
         // Static: exactly twice the single read's requests, no refetch.
         let dir = tempfile::tempdir().expect("tempdir");
-        let source = Arc::new(FakeSource::new(calls(2, 450, 60, 0, 1)));
+        let source = Arc::new(MemorySource::new(calls(2, 450, 60, 0, 1)));
         let reread = || ExportOptions { reread: true, ..options(100, 2) };
         let summary = export(&source, dir.path(), reread(), 2).await.expect("export");
         assert_exact(dir.path(), &source, 2);
@@ -1002,7 +1002,7 @@ mod tests {
 
         // A swap inside the pages read before every request: no two reads
         // agree, the day fails naming it, and nothing is committed.
-        let swaps = (1..200_i64)
+        let swaps: Vec<(u64, Change)> = (1..200_i64)
             .flat_map(|n| {
                 let (old, new) = (format!("0;{:06}", 100 + n), format!("new{n}"));
                 let at = n.unsigned_abs();
@@ -1010,7 +1010,7 @@ mod tests {
             })
             .collect();
         let dir = tempfile::tempdir().expect("tempdir");
-        let source = Arc::new(FakeSource::new(calls(1, 450, 60, 0, 1)).with_changes(swaps));
+        let source = Arc::new(MemorySource::new(calls(1, 450, 60, 0, 1)).with_changes(swaps));
         let err = export(&source, dir.path(), ExportOptions { reread: true, ..options(100, 1) }, 1)
             .await
             .expect_err("never agrees");
