@@ -3,67 +3,19 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use plumline_sim::{DEMO_EMAIL, DEMO_KEY, Faults, SimConfig, SimServer};
+use plumline_sim::{Faults, SimConfig};
 
-/// A simulator on its own runtime, so tests can block on the binary.
-struct Sim {
-    server: Option<SimServer>,
-    runtime: tokio::runtime::Runtime,
-}
+mod common;
 
-impl Sim {
-    fn start(config: SimConfig) -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let server = runtime
-            .block_on(SimServer::start(config, "127.0.0.1:0".parse().expect("addr")))
-            .expect("simulator starts");
-        Sim { server: Some(server), runtime }
-    }
-
-    fn base_url(&self) -> String {
-        self.server.as_ref().expect("running").base_url()
-    }
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        if let Some(server) = self.server.take() {
-            self.runtime.block_on(server.shutdown());
-        }
-    }
-}
+use common::{BlockingSim as Sim, describe as show, run_ok_blocking as run_ok};
 
 fn plumline(sim: &Sim, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_plumline"));
-    cmd.args(args)
-        .env("PLUM_BASE_URL", sim.base_url())
-        .env("PLUM_EMAIL", DEMO_EMAIL)
-        .env("PLUM_DEVELOPER_KEY", DEMO_KEY)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null());
+    let mut cmd = sim.plumline();
+    cmd.args(args);
     cmd
-}
-
-fn show(cmd: &Command, out: &Output) -> String {
-    format!(
-        "command: {cmd:?}\nstatus: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn run_ok(mut cmd: Command) -> Output {
-    let out = cmd.output().expect("run plumline");
-    assert!(out.status.success(), "expected success\n{}", show(&cmd, &out));
-    out
 }
 
 /// Every data file of a lake (relative path → bytes), and every temp file
@@ -186,7 +138,7 @@ fn a_rerun_skips_committed_days_and_changes_nothing() {
 #[test]
 fn numbers_share_a_lake_without_clobbering() {
     let sim = Sim::start(sim_config());
-    let numbers = sim.server.as_ref().expect("running").simulator().numbers().to_vec();
+    let numbers = sim.server().simulator().numbers().to_vec();
     let tmp = tempfile::tempdir().expect("tempdir");
     let out = tmp.path().join("lake");
     let out_s = out.to_str().expect("utf-8");
@@ -255,10 +207,8 @@ fn demo_runs_twice() {
     let dir = tmp.path().join("demo");
     let dir_s = dir.to_str().expect("utf-8");
     let demo = || {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_plumline"));
-        cmd.args(["demo", "--dir", dir_s, "--calls-per-day", "40"])
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null());
+        let mut cmd = common::plumline_bare();
+        cmd.args(["demo", "--dir", dir_s, "--calls-per-day", "40"]);
         run_ok(cmd)
     };
     let first = String::from_utf8_lossy(&demo().stdout).into_owned();

@@ -10,13 +10,12 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::TimestampMillisecondType;
 use plumline_sim::{
-    Behaviours, DEMO_EMAIL, DEMO_KEY, ErrorIn200, LaggingTotal, MovingSource, Mutation, Region, SimConfig,
-    SimServer, WindowSet,
+    Behaviours, ErrorIn200, LaggingTotal, MovingSource, Mutation, Region, SimConfig, SimServer, WindowSet,
 };
 
 /// 2025-01-03T00:00:00Z, the first day exported.
@@ -24,27 +23,20 @@ const FIRST_DAY: i64 = 1_735_862_400;
 const DAY: i64 = 86_400;
 const DAYS: i64 = 3;
 
-/// A simulator on its own runtime, so tests can block on the binary.
-struct Sim {
-    server: Option<SimServer>,
-    runtime: tokio::runtime::Runtime,
-}
+mod common;
+
+use common::{BlockingSim, describe as show, output_blocking as run};
+
+/// The simulator, and what it lists now.
+struct Sim(BlockingSim);
 
 impl Sim {
     fn start(config: SimConfig) -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let server = runtime
-            .block_on(SimServer::start(config, "127.0.0.1:0".parse().expect("addr")))
-            .expect("simulator starts");
-        Sim { server: Some(server), runtime }
+        Sim(BlockingSim::start(config))
     }
 
     fn server(&self) -> &SimServer {
-        self.server.as_ref().expect("running")
+        self.0.server()
     }
 
     /// What the simulator lists now, per day: (session id, start), sorted.
@@ -62,14 +54,6 @@ impl Sim {
                 (date(start), rows)
             })
             .collect()
-    }
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        if let Some(server) = self.server.take() {
-            self.runtime.block_on(server.shutdown());
-        }
     }
 }
 
@@ -124,32 +108,13 @@ fn export(sim: &Sim, out: &Path, wire: &str, page_size: &str) -> Command {
 }
 
 fn export_with(sim: &Sim, out: &Path, wire: &str, page_size: &str, extra: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_plumline"));
+    let mut cmd = sim.0.plumline();
     cmd.args(["export", "--start", &date(FIRST_DAY), "--end", &date(FIRST_DAY + DAYS * DAY)])
         .args(["--page-size", page_size, "--concurrency", "4", "--wire-format", wire])
         .args(extra)
         .arg("--out")
-        .arg(out)
-        .env("PLUM_BASE_URL", sim.server().base_url())
-        .env("PLUM_EMAIL", DEMO_EMAIL)
-        .env("PLUM_DEVELOPER_KEY", DEMO_KEY)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null());
+        .arg(out);
     cmd
-}
-
-fn show(cmd: &Command, out: &Output) -> String {
-    format!(
-        "command: {cmd:?}\nstatus: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn run(mut cmd: Command) -> (Command, Output) {
-    let out = cmd.output().expect("run plumline");
-    (cmd, out)
 }
 
 fn config() -> SimConfig {

@@ -3,7 +3,7 @@
 
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use plumline_sim::{DEMO_EMAIL, DEMO_KEY, SimConfig, SimServer};
 
@@ -20,14 +20,64 @@ pub fn plumline(server: &SimServer) -> Command {
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("PLUM_BASE_URL", server.base_url())
         .env("PLUM_EMAIL", DEMO_EMAIL)
-        .env("PLUM_DEVELOPER_KEY", DEMO_KEY);
+        .env("PLUM_DEVELOPER_KEY", DEMO_KEY)
+        .stdin(Stdio::null());
     cmd
+}
+
+/// A simulator on its own runtime, for tests that block on the binary
+/// (plain `#[test]`s); shut down on drop.
+pub struct BlockingSim {
+    server: Option<SimServer>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl BlockingSim {
+    pub fn start(config: SimConfig) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let server = Some(runtime.block_on(sim(config)));
+        BlockingSim { server, runtime }
+    }
+
+    pub fn server(&self) -> &SimServer {
+        self.server.as_ref().expect("running")
+    }
+
+    /// `plumline` pointed at this simulator, as [`plumline`].
+    pub fn plumline(&self) -> Command {
+        plumline(self.server())
+    }
+}
+
+impl Drop for BlockingSim {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            self.runtime.block_on(server.shutdown());
+        }
+    }
+}
+
+/// Runs `cmd` on this thread (for plain `#[test]`s; see [`output`]).
+pub fn output_blocking(mut cmd: Command) -> (Command, Output) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    (cmd, out)
+}
+
+/// Runs on this thread and expects success; returns the output.
+pub fn run_ok_blocking(cmd: Command) -> Output {
+    let (cmd, out) = output_blocking(cmd);
+    assert!(out.status.success(), "expected success\n{}", describe(&cmd, &out));
+    out
 }
 
 /// The binary with an empty environment.
 pub fn plumline_bare() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_plumline"));
-    cmd.env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    cmd.env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default()).stdin(Stdio::null());
     cmd
 }
 
