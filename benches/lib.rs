@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use jiff::tz::TimeZone;
 use plumline_api::{Client, Credentials, RetryPolicy};
-use plumline_export::{ExportOptions, ExportPlan, ExportSummary, Exporter, Lake, NoProgress};
+use plumline_export::{ExportOptions, ExportPlan, ExportSummary, Lake, NoProgress, Pipeline};
 use plumline_sim::{DEMO_EMAIL, DEMO_KEY, Faults, SimConfig, SimServer};
 
 /// 2025-01-01T00:00:00Z.
@@ -286,8 +286,8 @@ pub async fn run_export_at(scenario: &Scenario, base_url: &str, lake: Lake, min_
         .expect("client");
     let (plan, options) = plan_and_options(scenario);
     let source = Arc::new(Counting::new(client));
-    let exporter = Exporter::new(Arc::clone(&source), lake, options).expect("exporter");
-    let summary = exporter.run(&plan, &NoProgress).await.expect("export succeeds");
+    let pipeline = Pipeline::new(Arc::clone(&source), lake, options).expect("pipeline");
+    let summary = pipeline.run(&plan, &NoProgress).await.expect("export succeeds");
     let concurrency = u32::try_from(scenario.concurrency).unwrap_or(u32::MAX);
     // The floor for any reader: the fewest requests, `concurrency` at a time.
     let ideal =
@@ -337,8 +337,8 @@ pub async fn run_export_direct(
 ) -> Measured {
     let (plan, options) = plan_and_options(scenario);
     let source = Arc::new(Counting::new(DirectSource(sim.clone())));
-    let exporter = Exporter::new(Arc::clone(&source), Lake::local(dir), options).expect("exporter");
-    let summary = exporter.run(&plan, &NoProgress).await.expect("export succeeds");
+    let pipeline = Pipeline::new(Arc::clone(&source), Lake::local(dir), options).expect("pipeline");
+    let summary = pipeline.run(&plan, &NoProgress).await.expect("export succeeds");
     Measured {
         summary,
         ideal: Duration::ZERO,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use jiff::tz::TimeZone;
 use plumline_api::{Client, Credentials};
-use plumline_export::{ExportOptions, ExportPlan, ExportSummary, Exporter, Lake as LakeDest, NoProgress};
+use plumline_export::{ExportOptions, ExportPlan, ExportSummary, Lake as LakeDest, NoProgress, Pipeline};
 use plumline_sim::{DEMO_EMAIL, DEMO_KEY, SimConfig, SimServer};
 use serde_json::Value;
 
@@ -36,8 +36,8 @@ async fn export(server: &SimServer, dest: LakeDest, plan: &ExportPlan) -> Export
     let client =
         Client::builder(server.base_url(), Credentials::new(DEMO_EMAIL, DEMO_KEY)).build().expect("client");
     let options = ExportOptions { page_size: 150, settle: Duration::ZERO, ..ExportOptions::default() };
-    Exporter::new(Arc::new(client), dest, options)
-        .expect("exporter")
+    Pipeline::new(Arc::new(client), dest, options)
+        .expect("pipeline")
         .run(plan, &NoProgress)
         .await
         .unwrap_or_else(|e| panic!("export failed: {e:#?}"))

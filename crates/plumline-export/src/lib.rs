@@ -3,7 +3,7 @@
 //!
 //! - [`ExportPlan`] cuts a time range into [`DayPartition`]s: calendar days
 //!   of a time zone (daylight-saving aware), per requested number.
-//! - [`Exporter`] pages each day through a [`plumline_api::PageSource`]
+//! - [`Pipeline`] pages each day through a [`plumline_api::PageSource`]
 //!   with one global bound on requests in flight, dedupes by `session_id`,
 //!   refetches days that do not add up, and writes one Parquet file per day
 //!   and number through a [`ParquetSink`], committed atomically into a
@@ -38,7 +38,7 @@ pub use lake::{
     BoxFut, DayState, Destination, Lake, LakeInfo, LakeObjectStore, LakeOptions, LocalDir, ObjectPrefix,
     RunId, STATE_DIR, Stage, StageRecorder, StagedFile, Version, file_name, number_slug, partition_dir,
 };
-pub use pipeline::{ExportOptions, Exporter, TOOL_VERSION};
+pub use pipeline::{ExportOptions, Pipeline, TOOL_VERSION};
 pub use plan::{DayPartition, ExportPlan};
 pub use progress::{DayRef, ExportEvent, ExportObserver, ExportSummary, NoProgress, OpenDay, WidenedBound};
 pub use reader::{LakeSummary, lake_files, summarize_lake};

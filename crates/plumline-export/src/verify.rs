@@ -580,7 +580,7 @@ async fn list_dirs(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ExportOptions, Exporter, NoProgress};
+    use crate::{ExportOptions, NoProgress, Pipeline};
     use plumline_sim::memory::MemorySource;
     use plumline_sim::{SimConfig, Simulator};
 
@@ -596,8 +596,8 @@ mod tests {
 
     async fn exported(dir: &std::path::Path, sim: &Arc<MemorySource>, plan: &ExportPlan) {
         let options = ExportOptions { settle: std::time::Duration::ZERO, ..ExportOptions::default() };
-        Exporter::new(Arc::clone(sim), Lake::local(dir), options)
-            .expect("exporter")
+        Pipeline::new(Arc::clone(sim), Lake::local(dir), options)
+            .expect("pipeline")
             .run(plan, &NoProgress)
             .await
             .expect("export");
@@ -651,8 +651,8 @@ mod tests {
         let lake = Lake::object_store(Arc::clone(&store), ObjPath::from("lakes/calls"), "mem://lakes/calls");
         let plan = plan(&numbers[..2], TimeZone::UTC);
         let options = ExportOptions { settle: std::time::Duration::ZERO, ..ExportOptions::default() };
-        Exporter::new(Arc::clone(&sim), lake.clone(), options)
-            .expect("exporter")
+        Pipeline::new(Arc::clone(&sim), lake.clone(), options)
+            .expect("pipeline")
             .run(&plan, &NoProgress)
             .await
             .expect("export");

@@ -16,7 +16,7 @@ use object_store::ObjectStoreExt as _;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use plumline_api::{Call, CallType, Client, Credentials, RetryPolicy, WireFormat};
 use plumline_export::{
-    ExportOptions, ExportPlan, ExportSummary, Exporter, Lake, NoProgress, file_name, lake_schema,
+    ExportOptions, ExportPlan, ExportSummary, Lake, NoProgress, Pipeline, file_name, lake_schema,
     partition_dir,
 };
 use plumline_sim::{DEMO_EMAIL, DEMO_KEY, Faults, SimConfig, SimServer};
@@ -55,8 +55,8 @@ async fn export(
     plan: &ExportPlan,
     options: ExportOptions,
 ) -> ExportSummary {
-    let exporter = Exporter::new(Arc::new(client(server, format)), dest, options).expect("exporter");
-    exporter.run(plan, &NoProgress).await.unwrap_or_else(|e| panic!("export failed: {e:#?}"))
+    let pipeline = Pipeline::new(Arc::new(client(server, format)), dest, options).expect("pipeline");
+    pipeline.run(plan, &NoProgress).await.unwrap_or_else(|e| panic!("export failed: {e:#?}"))
 }
 
 fn decode(bytes: Bytes) -> Vec<RecordBatch> {

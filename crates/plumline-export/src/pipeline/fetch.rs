@@ -1,5 +1,5 @@
-//! One day's read: [`Exporter::read_day`] tries a day until one attempt is
-//! a consistent listing; [`Exporter::fetch_day`] is one attempt, every page
+//! One day's read: [`Pipeline::read_day`] tries a day until one attempt is
+//! a consistent listing; [`Pipeline::fetch_day`] is one attempt, every page
 //! of a [`DayPartition`] through the page source, checked page boundary by
 //! page boundary, deduplicated, cut to the day's window, into the day's
 //! [`ParquetSink`].
@@ -36,7 +36,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
-use super::Exporter;
+use super::Pipeline;
 use super::consistency::{Boundary, Listed, Paging, check_boundary, straddling_tie};
 use super::dedupe::Seen;
 use crate::batch::{SessionHasher, calls_to_batch, filter_rows};
@@ -166,7 +166,7 @@ struct Ledger {
     digest: u128,
 }
 
-impl<S: PageSource + 'static> Exporter<S> {
+impl<S: PageSource + 'static> Pipeline<S> {
     /// Reads a day until one attempt is a consistent listing, each attempt
     /// into a fresh sink.
     ///
@@ -719,7 +719,7 @@ mod tests {
     use crate::plan::ExportPlan;
     use crate::progress::ExportSummary;
     use crate::reader::lake_files;
-    use crate::{ExportError, Exporter, NoProgress};
+    use crate::{ExportError, NoProgress, Pipeline};
 
     const DAY: i64 = 86_400;
 
@@ -780,8 +780,8 @@ mod tests {
         days: i64,
     ) -> Result<ExportSummary, ExportError> {
         let plan = ExportPlan::new(0, days * DAY, TimeZone::UTC, &[]).expect("plan");
-        let exporter = Exporter::new(Arc::clone(source), LakeDest::local(dir), options).expect("exporter");
-        exporter.run(&plan, &NoProgress).await
+        let pipeline = Pipeline::new(Arc::clone(source), LakeDest::local(dir), options).expect("pipeline");
+        pipeline.run(&plan, &NoProgress).await
     }
 
     type Lake = BTreeMap<String, Vec<(String, i64)>>;

@@ -1,4 +1,4 @@
-//! [`Exporter`]: pages every day of an [`ExportPlan`] through a
+//! [`Pipeline`]: pages every day of an [`ExportPlan`] through a
 //! [`PageSource`] into one committed Parquet file per day and number.
 //!
 //! `mod.rs` holds the options and the run over all days; [`fetch`] one
@@ -124,15 +124,15 @@ impl ExportOptions {
 /// that day (for dedupe). For an object store, add each in-flight day's
 /// finished file (see [`ParquetSink`]).
 #[derive(Debug)]
-pub struct Exporter<S> {
+pub struct Pipeline<S> {
     source: Arc<S>,
     lake: Lake,
     options: ExportOptions,
     run: RunId,
 }
 
-impl<S: PageSource + 'static> Exporter<S> {
-    /// An exporter reading from `source` and writing into `lake`.
+impl<S: PageSource + 'static> Pipeline<S> {
+    /// A pipeline reading from `source` and writing into `lake`.
     ///
     /// # Errors
     /// [`ExportError::InvalidPlan`] for a page size outside 1..=10000 or a
@@ -141,7 +141,7 @@ impl<S: PageSource + 'static> Exporter<S> {
         validate_limit(options.page_size)
             .map_err(|source| PlanError::PageSize { page_size: options.page_size, source })?;
         writer_properties(&options.parquet, Vec::new())?;
-        Ok(Exporter { source, lake, options, run: RunId::current() })
+        Ok(Pipeline { source, lake, options, run: RunId::current() })
     }
 
     /// The lake written to.
@@ -167,7 +167,7 @@ impl<S: PageSource + 'static> Exporter<S> {
     /// Dropping the future stops the export: in-flight requests are
     /// abandoned, local temp files deleted, and unfinished uploads put on
     /// the lake's cleanup list: await [`Lake::cleanup`] (or use
-    /// [`Exporter::run_until`], which does) before the runtime ends.
+    /// [`Pipeline::run_until`], which does) before the runtime ends.
     /// Committed days stay committed and recorded; claims expire.
     pub async fn run(
         &self,
@@ -179,15 +179,15 @@ impl<S: PageSource + 'static> Exporter<S> {
         result
     }
 
-    /// [`Exporter::run`] until `cancel` completes (Ctrl-C, SIGTERM): then the
+    /// [`Pipeline::run`] until `cancel` completes (Ctrl-C, SIGTERM): then the
     /// days in flight are abandoned and their uploads aborted before this
     /// returns [`ExportError::Cancelled`].
     ///
     /// # Errors
-    /// As [`Exporter::run`], or [`ExportError::Cancelled`].
+    /// As [`Pipeline::run`], or [`ExportError::Cancelled`].
     ///
     /// # Cancel safety
-    /// As [`Exporter::run`].
+    /// As [`Pipeline::run`].
     pub async fn run_until(
         &self,
         plan: &ExportPlan,
@@ -562,8 +562,8 @@ mod tests {
         days: i64,
     ) -> Result<ExportSummary, ExportError> {
         let plan = ExportPlan::new(0, days * DAY, TimeZone::UTC, &[]).expect("plan");
-        let exporter = Exporter::new(Arc::clone(source), Lake::local(dir), options).expect("exporter");
-        exporter.run(&plan, &crate::NoProgress).await
+        let pipeline = Pipeline::new(Arc::clone(source), Lake::local(dir), options).expect("pipeline");
+        pipeline.run(&plan, &crate::NoProgress).await
     }
 
     /// Every session id in the lake, file by file in order.

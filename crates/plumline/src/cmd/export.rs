@@ -14,7 +14,7 @@ use jiff::Timestamp;
 use jiff::civil::Date;
 use plumline_api::{BULK_PAGE_SIZE, LONGEST_CALL, PageSource};
 use plumline_export::{
-    ExportEvent, ExportObserver, ExportOptions, ExportPlan, ExportSummary, Exporter, Lake, LakeOptions,
+    ExportEvent, ExportObserver, ExportOptions, ExportPlan, ExportSummary, Lake, LakeOptions, Pipeline,
 };
 use serde::Serialize;
 
@@ -206,10 +206,10 @@ impl LogProgress {
 
 /// Runs an export with the terminal's progress display; shared with `demo`
 /// and `verify --repair`. Without a terminal, it logs as `log` says.
-/// Ctrl-C and SIGTERM stop it through [`plumline_export::Exporter::run_until`].
+/// Ctrl-C and SIGTERM stop it through [`plumline_export::Pipeline::run_until`].
 ///
 /// # Cancel safety
-/// Dropping the future drops the [`plumline_export::Exporter`] mid-run, as
+/// Dropping the future drops the [`plumline_export::Pipeline`] mid-run, as
 /// its `run` documents: in-flight requests are abandoned, local temps
 /// deleted, committed days stay committed and claims expire, but the
 /// aborts of unfinished object-store uploads are not run (they stay on the
@@ -224,7 +224,7 @@ pub async fn export<S: PageSource + 'static>(
     log: LogProgress,
 ) -> anyhow::Result<ExportSummary> {
     let display = destination.display().to_owned();
-    let exporter = Exporter::new(source, destination, options)?;
+    let pipeline = Pipeline::new(source, destination, options)?;
     let log_days = matches!(log, LogProgress::Every(_));
     let progress = Arc::new(Progress::new(log_days));
     let period = match log {
@@ -243,7 +243,7 @@ pub async fn export<S: PageSource + 'static>(
         })
     });
     // Ctrl-C and SIGTERM stop the run, and its unfinished uploads are aborted before the runtime ends.
-    let result = exporter.run_until(plan, &*progress, crate::signal::shutdown()).await;
+    let result = pipeline.run_until(plan, &*progress, crate::signal::shutdown()).await;
     if let Some(ticker) = ticker {
         ticker.abort();
     }
