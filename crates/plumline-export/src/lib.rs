@@ -34,15 +34,12 @@ mod verify;
 
 pub use batch::{calls_to_batch, lake_schema};
 pub use error::{DestinationError, ExportError, PlanError};
-pub use lake::{
-    BoxFut, DayState, Destination, Lake, LakeInfo, LakeObjectStore, LakeOptions, LocalDir, ObjectPrefix,
-    RunId, STATE_DIR, Stage, StageRecorder, StagedFile, Version, file_name, number_slug, partition_dir,
-};
-pub use pipeline::{ExportOptions, Pipeline, TOOL_VERSION};
+pub use lake::{Lake, LakeOptions, file_name, number_slug, partition_dir};
+pub use pipeline::{ExportOptions, Pipeline};
 pub use plan::{DayPartition, ExportPlan};
 pub use progress::{DayRef, ExportEvent, ExportObserver, ExportSummary, NoProgress, OpenDay, WidenedBound};
 pub use reader::{LakeSummary, lake_files, summarize_lake};
-pub use sink::{ParquetOptions, ParquetSink, SINK_CHANNEL_BATCHES};
+pub use sink::ParquetOptions;
 pub use verify::{
     DayCheck, DayStatus, LakeVerifier, StateMismatch, UntrackedFile, VerifyOptions, VerifyReport,
 };

@@ -647,7 +647,7 @@ mod tests {
     async fn an_object_store_lake_under_a_prefix_verifies() {
         let sim = sim(SimConfig::default().with_calls_per_day(100.0));
         let numbers = sim.simulator().expect("a simulator").numbers().to_vec();
-        let store: Arc<dyn crate::LakeObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let store: Arc<dyn crate::lake::LakeObjectStore> = Arc::new(object_store::memory::InMemory::new());
         let lake = Lake::object_store(Arc::clone(&store), ObjPath::from("lakes/calls"), "mem://lakes/calls");
         let plan = plan(&numbers[..2], TimeZone::UTC);
         let options = ExportOptions { settle: std::time::Duration::ZERO, ..ExportOptions::default() };

@@ -298,7 +298,7 @@ impl Lake {
 
     /// A lake over any destination.
     #[must_use]
-    pub fn new(dest: Arc<dyn Destination>) -> Self {
+    pub(crate) fn new(dest: Arc<dyn Destination>) -> Self {
         Lake { dest }
     }
 
@@ -310,7 +310,7 @@ impl Lake {
 
     /// The destination.
     #[must_use]
-    pub fn destination(&self) -> &Arc<dyn Destination> {
+    pub(crate) fn destination(&self) -> &Arc<dyn Destination> {
         &self.dest
     }
 
@@ -383,7 +383,7 @@ impl Lake {
     pub(crate) async fn check_tz(&self, tz: &str) -> Result<(), ExportError> {
         let info = LakeInfo {
             tz: tz.to_owned(),
-            created_by: crate::TOOL_VERSION.to_owned(),
+            created_by: crate::pipeline::TOOL_VERSION.to_owned(),
             created_at: Timestamp::now().as_second(),
         };
         let body = serde_json::to_vec_pretty(&info)
