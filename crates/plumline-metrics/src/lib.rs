@@ -110,8 +110,7 @@ pub use metrics::{
 };
 use plumline_api::PageSource;
 pub use poller::{
-    Clock, MAX_FAILURE_BACKOFF, PollReport, Poller, PollerConfig, SystemClock, TargetError,
-    UNATTRIBUTED_NUMBER, attributed_number, next_delay,
+    Clock, PollReport, Poller, PollerConfig, TargetError, UNATTRIBUTED_NUMBER, attributed_number,
 };
 pub use tls::TlsConfig;
 

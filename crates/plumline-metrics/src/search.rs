@@ -15,7 +15,13 @@
 //! 2. splits a window whose count grew at the median of where new calls
 //!    started in past polls ([`AgePrior`], learned in log-age bins), counts
 //!    the younger half and derives the older half's count from the parent;
-//! 3. fetches a window whole once it holds few calls per new one.
+//! 3. fetches a window whole once it holds few calls per new one, or once
+//!    it fits its share of the poll's byte allowance: the first round
+//!    tells how many calls are new, and a poll may spend
+//!    [`Tuning::budget_per_new`] calls' worth of bytes per new call plus
+//!    [`Tuning::budget_slack`] (issue 10's target: 5 × the new bytes + 4 KB),
+//!    shared among the open windows by their new calls. Fetching a window
+//!    whole saves the counts that would isolate its new calls.
 //!
 //! Nothing here relies on the API's order within a window. Counts are
 //! assumed to only grow (a listed call stays listed): a window whose count
@@ -50,6 +56,13 @@ pub(crate) struct Tuning {
     /// fetched whole (a bound on a pathological source, never reached in
     /// the benchmark).
     pub(crate) max_requests: u64,
+    /// A poll's byte allowance, in calls' worth: this many per new call...
+    pub(crate) budget_per_new: f64,
+    /// ... plus this many.
+    pub(crate) budget_slack: f64,
+    /// Calls' worth of the allowance kept back per new call still open,
+    /// for the counts that isolate it if its window is not fetched.
+    pub(crate) budget_reserve: f64,
 }
 
 pub(crate) const TUNING: Tuning = Tuning {
@@ -59,7 +72,15 @@ pub(crate) const TUNING: Tuning = Tuning {
     fetch_slack: 2,
     in_flight: 8,
     max_requests: 200,
+    budget_per_new: 5.0,
+    // 4 KB at the ~140 bytes of a JSON call.
+    budget_slack: 28.0,
+    budget_reserve: 1.0,
 };
+
+/// What an answer costs beyond its calls, in calls' worth of bytes
+/// (`{"calls":[],"total_calls":N}` against ~140 bytes a call).
+const ANSWER_OVERHEAD: f64 = 0.25;
 
 /// Bins of `log2(1 + age)`: ages up to 2^18 s (three days).
 const AGE_BINS: usize = 18;
@@ -324,7 +345,14 @@ pub(crate) async fn poll_target<S: PageSource>(
     }
     let mut requests = 0u64;
     let mut first_error = None;
+    // In calls' worth of bytes: set after the first round, which counts the
+    // new calls of the whole reach-back.
+    let mut allowance: Option<f64> = None;
+    let mut spent = 0.0f64;
     while !frontier.is_empty() {
+        let open_new = open_new_calls(&target.seen, &frontier);
+        let remaining = allowance
+            .map_or(0.0, |allowance| (allowance - spent - tuning.budget_reserve * open_new as f64).max(0.0));
         let mut probes = Vec::with_capacity(frontier.len());
         for node in frontier.drain(..) {
             let held = target.seen.count_in(node.a, node.b);
@@ -340,7 +368,8 @@ pub(crate) async fn poll_target<S: PageSource>(
             if new == 0 {
                 continue;
             }
-            let small = total <= tuning.fetch_ratio * new + tuning.fetch_slack;
+            let share = remaining * new as f64 / open_new.max(1) as f64;
+            let small = total <= tuning.fetch_ratio * new + tuning.fetch_slack || total as f64 <= share;
             match target.prior.split(ctx.now, node.a, node.b).filter(|_| !small) {
                 Some(m) => {
                     let held_young = target.seen.count_in(m, node.b);
@@ -374,6 +403,7 @@ pub(crate) async fn poll_target<S: PageSource>(
                     continue;
                 }
             };
+            spent += calls.len() as f64 + ANSWER_OVERHEAD;
             absorb(metrics, target, ctx, (probe.a, probe.b), &calls, true, tally);
             if probe.count_at.is_some() {
                 frontier.push(Node { a: probe.a, b: probe.b, total: Some(total), fetch: false });
@@ -385,11 +415,20 @@ pub(crate) async fn poll_target<S: PageSource>(
         if first_error.is_some() {
             break;
         }
+        if allowance.is_none() {
+            let new_calls = (tally.counted + open_new_calls(&target.seen, &frontier)) as f64;
+            allowance = Some(tuning.budget_per_new * new_calls + tuning.budget_slack);
+        }
     }
     match first_error {
         Some(error) => Err(error),
         None => Ok(requests),
     }
+}
+
+/// The new calls the windows of known totals hold, together.
+fn open_new_calls(seen: &SeenCalls, frontier: &[Node]) -> u64 {
+    frontier.iter().filter_map(|n| n.total.map(|t| t.saturating_sub(seen.count_in(n.a, n.b)))).sum()
 }
 
 /// Session ids of a backfill chunk already taken, so a call a moving

@@ -1,6 +1,15 @@
 //! [`Poller`]: the background loop that turns call logs into counters.
+//!
+//! `config.rs` holds [`PollerConfig`] and its validation, `window.rs` the
+//! time arithmetic (days, backfill windows, backoff), `instrumented.rs` the
+//! page source that counts requests; this file holds the loop: backfill,
+//! then a poll of every number each interval (the search itself is
+//! `search.rs`).
 
-use std::collections::HashSet;
+mod config;
+mod instrumented;
+mod window;
+
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -8,9 +17,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt as _;
-use plumline_api::{ApiError, Call, CallPage, CallType, MAX_LIMIT, PageRequest, PageSource};
+use plumline_api::{ApiError, Call, CallType, PageSource};
 use tracing::{Instrument as _, debug, info, info_span, warn};
 
+pub use self::config::PollerConfig;
+use self::instrumented::Instrumented;
+use self::window::{BACKFILL_WINDOW, backfill_span, day_of, next_delay, secs, windows};
 #[cfg(doc)]
 use crate::dedupe::SeenCalls;
 use crate::error::MetricsError;
@@ -24,13 +36,9 @@ use crate::search::{
 /// calls: their `src` is `Outbound` or a caller, not the deployment).
 pub const UNATTRIBUTED_NUMBER: &str = "unknown";
 
-/// The longest wait between polls after repeated failures (unless the
-/// interval itself is longer).
-pub const MAX_FAILURE_BACKOFF: Duration = Duration::from_secs(300);
-
 /// Where "now" comes from, in UNIX seconds.
 ///
-/// [`SystemClock`] in production; tests share a manual clock with the
+/// The system's wall clock in production; tests share a manual clock with the
 /// simulator. Any `Fn() -> i64 + Send + Sync` is a clock.
 pub trait Clock: Send + Sync {
     /// The current time, UNIX seconds.
@@ -39,7 +47,7 @@ pub trait Clock: Send + Sync {
 
 /// The operating system's wall clock.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
+pub(crate) struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> i64 {
@@ -53,91 +61,6 @@ impl<F: Fn() -> i64 + Send + Sync> Clock for F {
     fn now(&self) -> i64 {
         self()
     }
-}
-
-/// How the poller polls.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PollerConfig {
-    /// Deployment numbers to poll, each its own query and `number` label.
-    /// Empty: one unfiltered query, labelled per call (see the crate docs).
-    pub numbers: Vec<String>,
-    /// Time between the starts of two polls (> 0).
-    pub interval: Duration,
-    /// The longest call expected, and so how far each poll reaches back
-    /// before the previous poll: the API indexes calls by their start but
-    /// lists them only once they end. Longer calls are missed. Defaults to
-    /// [`plumline_api::LONGEST_CALL`], the export's settle margin.
-    pub max_call_duration: Duration,
-    /// Calls per page request when a window is fetched (1..=10000).
-    pub page_size: u32,
-    /// Numbers polled (and backfill windows fetched) at once (>= 1).
-    pub concurrency: usize,
-    /// Capacity of each number's dedupe set (>= 1).
-    pub max_tracked_calls: usize,
-}
-
-impl Default for PollerConfig {
-    fn default() -> Self {
-        PollerConfig {
-            numbers: Vec::new(),
-            interval: Duration::from_secs(60),
-            max_call_duration: plumline_api::LONGEST_CALL,
-            page_size: plumline_api::BULK_PAGE_SIZE,
-            concurrency: 4,
-            max_tracked_calls: 200_000,
-        }
-    }
-}
-
-impl PollerConfig {
-    /// Checks every value; the error names the field.
-    ///
-    /// # Errors
-    /// [`MetricsError::InvalidConfig`] for a zero interval, reach-back or
-    /// concurrency, a page size outside 1..=10000, a duration beyond 100
-    /// years, or a number given twice or empty.
-    pub fn validate(&self) -> Result<(), MetricsError> {
-        const CENTURY: Duration = Duration::from_secs(100 * 365 * 86_400);
-        let invalid =
-            |field: &'static str, reason: String| Err(MetricsError::InvalidConfig { field, reason });
-        if self.interval.is_zero() {
-            return invalid("interval", "must be greater than zero (e.g. 30s or 1m)".into());
-        }
-        if self.max_call_duration.is_zero() {
-            return invalid("max_call_duration", "must be greater than zero (e.g. 4h)".into());
-        }
-        if !(1..=MAX_LIMIT).contains(&self.page_size) {
-            return invalid(
-                "page_size",
-                format!("{} is out of range: the API accepts 1 to {MAX_LIMIT}", self.page_size),
-            );
-        }
-        if self.concurrency == 0 {
-            return invalid("concurrency", "must be at least 1".into());
-        }
-        if self.max_tracked_calls == 0 {
-            return invalid("max_tracked_calls", "must be at least 1".into());
-        }
-        for (field, d) in [("interval", self.interval), ("max_call_duration", self.max_call_duration)] {
-            if d > CENTURY {
-                return invalid(field, format!("{}s is longer than a century", d.as_secs()));
-            }
-        }
-        let mut seen = HashSet::new();
-        for number in &self.numbers {
-            if number.trim().is_empty() {
-                return invalid("numbers", "must not hold an empty number".into());
-            }
-            if !seen.insert(number) {
-                return invalid("numbers", format!("{number} is given twice"));
-            }
-        }
-        Ok(())
-    }
-}
-
-fn secs(d: Duration) -> i64 {
-    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
 /// A number whose poll failed, and why.
@@ -189,9 +112,6 @@ struct Backfill {
     pending: Vec<(usize, i64, i64)>,
     n_windows: usize,
 }
-
-/// Width of one backfill window.
-const BACKFILL_WINDOW: i64 = 3_600;
 
 /// Polls the API every interval and counts each completed call once, for
 /// the current UTC day.
@@ -381,7 +301,7 @@ impl<S: PageSource> Poller<S> {
     /// Backfills, then polls every interval, until `shutdown` completes.
     ///
     /// After consecutive failed polls the wait doubles, from the interval up
-    /// to [`MAX_FAILURE_BACKOFF`] (or the interval, if longer); the first
+    /// to 5 minutes (or the interval, if longer); the first
     /// success restores the interval.
     ///
     /// # Errors
@@ -437,23 +357,13 @@ fn touch_configured(metrics: &Metrics, numbers: &[String]) {
     }
 }
 
-fn day_of(t: i64) -> i64 {
-    t.div_euclid(DAY_SECS) * DAY_SECS
-}
-
 fn plan_backfill(targets: &[Target], config: &PollerConfig, now: i64) -> Backfill {
     let anchor = day_of(now);
-    let from = anchor.saturating_sub(secs(config.max_call_duration)).max(0);
-    let now = now.max(from);
-    let mut pending = Vec::new();
-    for index in 0..targets.len() {
-        let mut start = from;
-        while start <= now {
-            let end = start.saturating_add(BACKFILL_WINDOW - 1).min(now);
-            pending.push((index, start, end));
-            start = end + 1;
-        }
-    }
+    let (from, now) = backfill_span(now, secs(config.max_call_duration));
+    let spans = windows(from, now, BACKFILL_WINDOW);
+    let pending: Vec<(usize, i64, i64)> = (0..targets.len())
+        .flat_map(|index| spans.iter().map(move |&(start, end)| (index, start, end)))
+        .collect();
     let n_windows = pending.len();
     info!(anchor, from, to = now, n_windows, "backfill from 00:00 UTC starting");
     Backfill { anchor, now, pending, n_windows }
@@ -612,16 +522,6 @@ async fn poll_targets<S: PageSource>(
     report
 }
 
-/// The wait between poll starts after `failures` consecutive failed polls.
-#[must_use]
-pub fn next_delay(interval: Duration, failures: u32) -> Duration {
-    if failures <= 1 {
-        return interval;
-    }
-    let cap = interval.max(MAX_FAILURE_BACKOFF);
-    interval.saturating_mul(2u32.saturating_pow(failures - 1)).min(cap)
-}
-
 /// The deployment number of a call from an unfiltered query: the `dest` of
 /// an inbound call; [`UNATTRIBUTED_NUMBER`] for every other type, whose
 /// `src`/`dest` name the caller or callee rather than the deployment (and
@@ -634,33 +534,12 @@ pub fn attributed_number<'a>(call_type: &CallType, dest: &'a str) -> &'a str {
     }
 }
 
-/// A [`PageSource`] that records each request's outcome and latency.
-struct Instrumented<'a, S> {
-    inner: &'a S,
-    metrics: &'a Metrics,
-    requests: &'a AtomicU64,
-}
-
-impl<S: PageSource> PageSource for Instrumented<'_, S> {
-    async fn fetch_page(&self, request: &PageRequest) -> Result<CallPage, ApiError> {
-        let started = Instant::now();
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        let result = self.inner.fetch_page(request).await;
-        let outcome = match &result {
-            Ok(_) => "success",
-            Err(e) => e.kind(),
-        };
-        self.metrics.record_api_request(outcome, started.elapsed().as_secs_f64());
-        result
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, AtomicI64};
 
-    use plumline_api::Call;
+    use plumline_api::{Call, CallPage, PageRequest};
 
     use super::*;
     use crate::metrics::CallSeries;
@@ -1051,46 +930,6 @@ mod tests {
         )
         .await;
         assert!(matches!(result, Ok(Ok(()))), "{result:?}");
-    }
-
-    #[test]
-    fn configs_are_validated_naming_the_field() {
-        type Change = fn(&mut PollerConfig);
-        let ok = config(&["1"]);
-        assert!(ok.validate().is_ok());
-        let cases: [(Change, &str, &str); 6] = [
-            (|c| c.interval = Duration::ZERO, "interval", "must be greater than zero"),
-            (|c| c.max_call_duration = Duration::ZERO, "max_call_duration", "must be greater than zero"),
-            (|c| c.page_size = 0, "page_size", "out of range"),
-            (|c| c.concurrency = 0, "concurrency", "at least 1"),
-            (|c| c.numbers = vec!["1".into(), "1".into()], "numbers", "twice"),
-            (|c| c.max_call_duration = Duration::from_secs(u64::MAX / 2), "max_call_duration", "century"),
-        ];
-        for (change, want_field, needle) in cases {
-            let mut c = ok.clone();
-            change(&mut c);
-            match c.validate() {
-                Err(MetricsError::InvalidConfig { field, reason }) => {
-                    assert_eq!(field, want_field);
-                    assert!(reason.contains(needle), "{reason}");
-                    assert!(!reason.contains("--"), "no flag words in the library: {reason}");
-                }
-                other => panic!("{want_field}: {other:?}"),
-            }
-        }
-    }
-
-    #[test]
-    fn failure_backoff_doubles_up_to_a_cap() {
-        let i = Duration::from_secs(60);
-        let got: Vec<u64> = (0..7).map(|f| next_delay(i, f).as_secs()).collect();
-        assert_eq!(got, vec![60, 60, 120, 240, 300, 300, 300]);
-        assert_eq!(
-            next_delay(Duration::from_secs(900), 5),
-            Duration::from_secs(900),
-            "never below the interval"
-        );
-        assert_eq!(next_delay(Duration::from_secs(1), 3), Duration::from_secs(4));
     }
 
     #[test]
