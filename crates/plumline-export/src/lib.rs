@@ -6,15 +6,15 @@
 //! - [`Pipeline`] pages each day through a [`plumline_api::PageSource`]
 //!   with one global bound on requests in flight, dedupes by `session_id`,
 //!   refetches days that do not add up, and writes one Parquet file per day
-//!   and number through a [`ParquetSink`], committed atomically into a
-//!   [`Lake`] (over a [`Destination`]: a local directory or an object-store
+//!   and number through a Parquet sink, committed atomically into a
+//!   [`Lake`] (over a destination: a local directory or an object-store
 //!   prefix) under a claim, and recorded for resumption.
 //! - [`ExportObserver`] receives progress events; [`ExportSummary`] is the
 //!   result.
 //! - [`summarize_lake`] reads a local lake back into a [`LakeSummary`].
 //!
-//! The lake's layout and naming are described in [`lake`](crate::Destination)
-//! and the contract: `DEST/date=YYYY-MM-DD/calls-<slug>.parquet`, state in
+//! The lake's layout and naming are described in [`Lake`] and the
+//! contract: `DEST/date=YYYY-MM-DD/calls-<slug>.parquet`, state in
 //! `DEST/_plumline/`.
 //!
 //! This crate never builds HTTP requests (it only sees the page source),

@@ -224,7 +224,8 @@ impl Default for LakeOptions {
     }
 }
 
-/// A lake: a [`Destination`] and the protocols over it.
+/// A lake: a destination (a local directory or an object-store prefix)
+/// and the protocols over it.
 ///
 /// Cheap to clone.
 #[derive(Debug, Clone)]

@@ -120,9 +120,11 @@ impl ExportOptions {
 /// ## Memory Usage
 /// Bounded by the configuration, not by the export's size: at most
 /// `concurrency` decoded pages, plus per day in flight two queued batches,
-/// one encoded row group, and a 16-byte fingerprint per distinct call of
-/// that day (for dedupe). For an object store, add each in-flight day's
-/// finished file (see [`ParquetSink`]).
+/// up to 8 MiB of rows before its writer opens, one encoded row group, and
+/// the dedupe set (16-byte fingerprints of about two pages once the listing
+/// is seen ordered). For an object store, add one upload part
+/// ([`LakeOptions::upload_part_bytes`](crate::LakeOptions::upload_part_bytes))
+/// per day in flight.
 #[derive(Debug)]
 pub struct Pipeline<S> {
     source: Arc<S>,
