@@ -85,8 +85,8 @@ pub enum ApiError {
     #[error("the API sent a body that is not a call page")]
     Decode(#[from] DecodeError),
     /// The query itself is wrong; nothing was sent.
-    #[error("invalid query: {0}")]
-    InvalidQuery(String),
+    #[error("invalid query")]
+    InvalidQuery(#[from] QueryError),
     /// The client configuration is wrong; nothing was sent.
     #[error("invalid client configuration")]
     InvalidConfig(#[from] ConfigError),
@@ -179,6 +179,34 @@ impl ApiError {
             _ => None,
         }
     }
+}
+
+/// Why a query or page request is not one the API accepts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueryError {
+    /// The window starts before 1970 (the API counts UNIX seconds).
+    #[error("start {start} is before 1970")]
+    BeforeEpoch {
+        /// The start asked for.
+        start: i64,
+    },
+    /// The window's start is after its end.
+    #[error("start ({start}) is after end ({end}): swap them or widen the window")]
+    Reversed {
+        /// The start asked for.
+        start: i64,
+        /// The end asked for.
+        end: i64,
+    },
+    /// A page size outside what the API accepts.
+    #[error("page size {limit} is out of range: the API accepts 1 to {max}")]
+    Limit {
+        /// The page size asked for.
+        limit: u32,
+        /// The largest page size the API accepts.
+        max: u32,
+    },
 }
 
 /// What is wrong with a [`ClientBuilder`](crate::ClientBuilder)'s

@@ -22,7 +22,7 @@ use std::future::Future;
 use std::time::Duration;
 
 pub use client::{Client, ClientBuilder, DEFAULT_BASE_URL, is_loopback_url};
-pub use error::{ApiError, ConfigError, error_chain};
+pub use error::{ApiError, ConfigError, QueryError, error_chain};
 pub use model::{Call, CallPage, CallType};
 pub use query::{CallQuery, DEFAULT_LIMIT, MAX_LIMIT, PageRequest, validate_limit};
 pub use retry::RetryPolicy;

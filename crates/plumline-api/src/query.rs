@@ -1,7 +1,7 @@
 //! Validated queries: [`CallQuery`] (a window and a number) and
 //! [`PageRequest`] (one page of it).
 
-use crate::error::ApiError;
+use crate::error::{ApiError, QueryError};
 
 /// The most calls the API returns in one page.
 pub const MAX_LIMIT: u32 = 10_000;
@@ -24,12 +24,10 @@ impl CallQuery {
     /// A query for calls starting in `[start, end]` (UNIX seconds, inclusive).
     pub fn new(start: i64, end: i64) -> Result<Self, ApiError> {
         if start < 0 {
-            return Err(ApiError::InvalidQuery(format!("start {start} is before 1970")));
+            return Err(QueryError::BeforeEpoch { start }.into());
         }
         if start > end {
-            return Err(ApiError::InvalidQuery(format!(
-                "start ({start}) is after end ({end}): swap them or widen the window"
-            )));
+            return Err(QueryError::Reversed { start, end }.into());
         }
         Ok(CallQuery { start, end, number: None })
     }
@@ -113,9 +111,7 @@ pub fn validate_limit(limit: u32) -> Result<(), ApiError> {
     if (1..=MAX_LIMIT).contains(&limit) {
         Ok(())
     } else {
-        Err(ApiError::InvalidQuery(format!(
-            "page size {limit} is out of range: the API accepts 1 to {MAX_LIMIT}"
-        )))
+        Err(QueryError::Limit { limit, max: MAX_LIMIT }.into())
     }
 }
 
