@@ -85,7 +85,7 @@ pub enum ApiError {
     #[error("the API sent a body that is not a call page")]
     Decode(#[from] DecodeError),
     /// The query itself is wrong; nothing was sent.
-    #[error("invalid query")]
+    #[error(transparent)]
     InvalidQuery(#[from] QueryError),
     /// The client configuration is wrong; nothing was sent.
     #[error("invalid client configuration")]
