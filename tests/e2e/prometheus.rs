@@ -223,7 +223,10 @@ async fn promtool_check_metrics_passes_on_a_real_scrape() {
     let (status, body) = http_get(setup.addr, "/metrics").await;
     assert_eq!(status, 200, "{body}");
     assert!(
-        body.contains("plum_fuse_calls_total{") && body.contains("process_resident_memory_bytes"),
+        body.contains("plum_fuse_calls_total{")
+            && body.contains("plum_fuse_last_call_end_timestamp_seconds{")
+            && body.contains("plum_fuse_no_calls_alert_after_seconds{")
+            && body.contains("process_resident_memory_bytes"),
         "{body}"
     );
     let output = tokio::task::spawn_blocking(move || {
@@ -672,6 +675,10 @@ async fn nothing_is_published_before_the_backfill_and_zero_series_right_after() 
             !body.contains("plum_fuse_call_duration_seconds"),
             "a call sample before the backfill:\n{body}"
         );
+        assert!(
+            !body.contains("plum_fuse_last_call_end_timestamp_seconds"),
+            "a last-call sample before the backfill:\n{body}"
+        );
         assert!(body.contains("\nplum_fuse_up 0"), "up before the backfill:\n{body}");
         assert!(Instant::now() < deadline, "the backfill never finished");
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -681,6 +688,10 @@ async fn nothing_is_published_before_the_backfill_and_zero_series_right_after() 
     for number in sim.simulator().numbers() {
         for direction in ["inbound", "outbound", "transfer"] {
             let series = format!("plum_fuse_calls_total{{number=\"{number}\",direction=\"{direction}\"}} ");
+            assert!(first_after.contains(&series), "no series {series}in the first scrape:\n{first_after}");
+        }
+        for name in ["plum_fuse_last_call_end_timestamp_seconds", "plum_fuse_no_calls_alert_after_seconds"] {
+            let series = format!("{name}{{number=\"{number}\"}} ");
             assert!(first_after.contains(&series), "no series {series}in the first scrape:\n{first_after}");
         }
     }

@@ -24,6 +24,20 @@
 //! continues where it left off, and replicas agree within one poll
 //! interval. See [`Poller`] for calls that end just before midnight.
 //!
+//! # The "no calls" alert
+//!
+//! Per number, `plum_fuse_last_call_end_timestamp_seconds` is the end of the
+//! latest-ending call counted since the anchor, or the anchor itself when
+//! none was counted yet (so right after midnight it is at least that
+//! midnight), and `plum_fuse_no_calls_alert_after_seconds` is the quiet
+//! window configured for the number ([`NoCallsAlertConfig`]: a default and
+//! per-number overrides). One rule compares the two
+//! (`time() - last > window`), so the window is data: `PromQL` cannot vary
+//! a range selector per series. Both are published with the call families,
+//! once the backfill is done, for every number with a call series (in
+//! whole-account mode, as calls come) and every number named by an
+//! override.
+//!
 //! # Counting each call once, cheaply
 //!
 //! The API lists a call only once it has ended but indexes it by its start,
@@ -42,7 +56,8 @@
 //!
 //! `plum_fuse_calls_total` and `plum_fuse_call_duration_seconds` carry
 //! `number` and `direction` (the call's `type`: `inbound`, `outbound`,
-//! `transfer` or whatever the API sent).
+//! `transfer` or whatever the API sent); the two "no calls" gauges carry
+//! `number` only.
 //!
 //! - With numbers to poll (`--number`, repeatable), each is queried on its
 //!   own and `number` is the number queried.
@@ -107,10 +122,12 @@ pub use error::MetricsError;
 pub use http::{BasicAuth, MetricsServer, respond};
 pub use metrics::{
     CALL_DURATION_BUCKETS, CONTENT_TYPE, CallSeries, DETECTION_LAG_BUCKETS, LATENCY_BUCKETS, Metrics,
+    NumberSeries,
 };
 use plumline_api::PageSource;
 pub use poller::{
-    Clock, PollReport, Poller, PollerConfig, TargetError, UNATTRIBUTED_NUMBER, attributed_number,
+    Clock, DEFAULT_NO_CALLS_ALERT_AFTER, NoCallsAlertConfig, PollReport, Poller, PollerConfig, TargetError,
+    UNATTRIBUTED_NUMBER, attributed_number,
 };
 pub use tls::TlsConfig;
 

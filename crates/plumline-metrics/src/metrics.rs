@@ -2,14 +2,16 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use prometheus::{
     Encoder as _, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
 
-use crate::calls::CallFamilies;
+use crate::calls::{CallFamilies, FamilyHelp};
 use crate::error::MetricsError;
+use crate::poller::NoCallsAlertConfig;
 
 /// The `Content-Type` of a scrape: the text exposition format 0.0.4.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -35,17 +37,21 @@ pub const LATENCY_BUCKETS: [f64; 12] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 
 ///
 /// The call families (`plum_fuse_calls_total`,
 /// `plum_fuse_call_duration_seconds`), one series per number and
-/// direction, live in a compact table rendered straight to text, as
-/// scrapes of thousands of series must stay fast; the exporter's own
+/// direction, and the per-number gauges
+/// `plum_fuse_last_call_end_timestamp_seconds` and
+/// `plum_fuse_no_calls_alert_after_seconds`, live in a compact table
+/// rendered straight to text, as scrapes of thousands of series must stay
+/// fast; all four are published together, once the backfill is done
+/// ([`Metrics::publish_calls`]). The exporter's own
 /// health and the process metrics live in a `prometheus` [`Registry`] of
 /// their own (not the crate's global default, so several exporters, in
 /// tests say, can share a process). A scrape only reads: rendering never
 /// waits on the API.
 ///
 /// ## Memory Usage
-/// About 250 bytes per `(number, direction)` pair: 750 KB for 1,000
-/// numbers × 3 directions. Series are never removed while the process
-/// runs, as counters must not vanish between scrapes.
+/// About 250 bytes per `(number, direction)` pair plus 100 per number:
+/// 850 KB for 1,000 numbers × 3 directions. Series are never removed while
+/// the process runs, as counters must not vanish between scrapes.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -77,6 +83,16 @@ pub struct CallSeries {
     pub duration_sum: f64,
 }
 
+/// The per-number gauges of one number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NumberSeries {
+    /// `plum_fuse_last_call_end_timestamp_seconds`: the end (UNIX seconds)
+    /// of the latest-ending call counted since the anchor, or the anchor.
+    pub last_call_end: i64,
+    /// `plum_fuse_no_calls_alert_after_seconds`.
+    pub no_calls_alert_after: Duration,
+}
+
 const LAG: &str = "Figures lag by up to one poll interval.";
 const DAY: &str = "Counts the calls that ended since 00:00 UTC today, as the API lists them, and resets at each UTC midnight: query it with increase() or rate(), and with max by (number, direction) across replicas.";
 
@@ -88,14 +104,21 @@ impl Metrics {
     #[allow(clippy::too_many_lines, reason = "one declaration per metric, read top to bottom")]
     pub fn new() -> Result<Self, MetricsError> {
         let registry = Registry::new();
-        let calls = CallFamilies::new(
-            &format!(
-                "Completed calls in the Plum Fuse call logs, by deployment number and call type (direction), each counted once. {DAY} {LAG}"
-            ),
-            &format!(
-                "Duration (end - start) of completed calls, by deployment number and call type (direction). {DAY} {LAG}"
-            ),
+        let calls_help = format!(
+            "Completed calls in the Plum Fuse call logs, by deployment number and call type (direction), each counted once. {DAY} {LAG}"
         );
+        let durations_help = format!(
+            "Duration (end - start) of completed calls, by deployment number and call type (direction). {DAY} {LAG}"
+        );
+        let last_call_end_help = format!(
+            "UNIX time of the end of the latest-ending completed call counted for the number since 00:00 UTC today (the anchor the call families count from), as the API lists them, or that 00:00 UTC when none was counted yet: right after midnight the value is at least the new day's 00:00 UTC, whenever the last call was. Alert on time() minus this against plum_fuse_no_calls_alert_after_seconds; take max by (number) across replicas. {LAG}"
+        );
+        let calls = CallFamilies::new(FamilyHelp {
+            calls: &calls_help,
+            durations: &durations_help,
+            last_call_end: &last_call_end_help,
+            no_calls_alert_after: "Seconds without a completed call after which the \"no calls\" alert should fire for the number, as configured on the exporter (a default and per-number overrides).",
+        });
         let up = IntGauge::new(
             "plum_fuse_up",
             format!(
@@ -216,9 +239,31 @@ impl Metrics {
     }
 
     /// Counts one completed call of `duration_secs` (negative durations
-    /// from a broken upstream count as 0).
+    /// from a broken upstream count as 0), leaving the number's last call
+    /// as it is; see [`Metrics::record_call_ended_at`].
     pub fn record_call(&self, number: &str, direction: &str, duration_secs: i64) {
-        self.calls.record(number, direction, duration_secs.max(0).unsigned_abs());
+        self.calls.record(number, direction, duration_secs.max(0).unsigned_abs(), None);
+    }
+
+    /// Counts one completed call, as [`Metrics::record_call`], that ended
+    /// at `end` (UNIX seconds): `plum_fuse_last_call_end_timestamp_seconds`
+    /// of `number` becomes the latest such end since the anchor.
+    pub fn record_call_ended_at(&self, number: &str, direction: &str, duration_secs: i64, end: i64) {
+        self.calls.record(number, direction, duration_secs.max(0).unsigned_abs(), Some(end));
+    }
+
+    /// Creates the per-number gauges of `number` if missing, with no call
+    /// series: a number named only by its "no calls" window.
+    pub fn touch_number(&self, number: &str) {
+        self.calls.touch_number(number);
+    }
+
+    /// Sets the "no calls" windows published as
+    /// `plum_fuse_no_calls_alert_after_seconds`, for the numbers known and
+    /// those to come. The [`Poller`](crate::Poller) sets them from its
+    /// config.
+    pub fn set_no_calls_alert(&self, windows: &NoCallsAlertConfig) {
+        self.calls.set_windows(windows);
     }
 
     /// Sets `plum_fuse_up` and, on success, the last-success timestamp.
@@ -249,8 +294,9 @@ impl Metrics {
     }
 
     /// Marks the backfill from `day_start` done: from now on the call
-    /// families are rendered.
+    /// families and the per-number gauges are rendered.
     pub fn publish_calls(&self, day_start: i64) {
+        self.calls.set_anchor(day_start);
         self.day_start.set(day_start);
         self.backfill_done.set(1);
         self.calls_published.store(true, Ordering::Release);
@@ -262,10 +308,10 @@ impl Metrics {
         self.calls_published.load(Ordering::Acquire)
     }
 
-    /// Sets every call series to zero (keeping them) for the UTC day that
-    /// starts at `day_start`.
+    /// Sets every call series to zero (keeping them) and every number's last
+    /// call to `day_start`, for the UTC day that starts there.
     pub fn reset_calls(&self, day_start: i64) {
-        self.calls.reset();
+        self.calls.reset(day_start);
         self.day_start.set(day_start);
     }
 
@@ -281,8 +327,16 @@ impl Metrics {
         self.calls.snapshot()
     }
 
+    /// The per-number gauges, keyed by number (rendered only once
+    /// published, as the call families).
+    #[must_use]
+    pub fn number_series(&self) -> BTreeMap<String, NumberSeries> {
+        self.calls.number_snapshot()
+    }
+
     /// Renders every metric in the text exposition format; the call
-    /// families only once [`Metrics::publish_calls`] was called.
+    /// families and per-number gauges only once [`Metrics::publish_calls`]
+    /// was called.
     ///
     /// Reads atomics only; never waits on the poller or the API.
     ///
@@ -414,6 +468,41 @@ mod tests {
             "{reset}"
         );
         assert!(reset.contains("plum_fuse_exporter_day_start_timestamp_seconds 172800\n"), "{reset}");
+    }
+
+    #[test]
+    fn per_number_gauges_appear_only_once_published() {
+        let m = Metrics::new().expect("metrics");
+        m.touch_series("1", "inbound");
+        m.record_call_ended_at("1", "inbound", 30, 86_400 + 500);
+        let before = String::from_utf8(m.render().expect("render")).expect("utf-8");
+        for name in ["plum_fuse_last_call_end_timestamp_seconds", "plum_fuse_no_calls_alert_after_seconds"] {
+            assert!(!before.contains(name), "{name} before the backfill: {before}");
+        }
+        m.publish_calls(86_400);
+        let after = String::from_utf8(m.render().expect("render")).expect("utf-8");
+        for line in [
+            "# TYPE plum_fuse_last_call_end_timestamp_seconds gauge",
+            r#"plum_fuse_last_call_end_timestamp_seconds{number="1"} 86900"#,
+            "# TYPE plum_fuse_no_calls_alert_after_seconds gauge",
+            r#"plum_fuse_no_calls_alert_after_seconds{number="1"} 7200"#,
+        ] {
+            assert!(after.lines().any(|l| l == line), "missing {line}\n{after}");
+        }
+        let help = after
+            .lines()
+            .find(|l| l.starts_with("# HELP plum_fuse_last_call_end_timestamp_seconds "))
+            .expect("help");
+        for needle in
+            ["00:00 UTC", "latest-ending", "none was counted", "right after midnight", "lag by up to"]
+        {
+            assert!(help.contains(needle), "{needle}: {help}");
+        }
+        m.reset_calls(2 * 86_400);
+        assert_eq!(
+            m.number_series()["1"],
+            NumberSeries { last_call_end: 2 * 86_400, no_calls_alert_after: Duration::from_secs(7_200) }
+        );
     }
 
     #[test]

@@ -252,7 +252,12 @@ pub(crate) fn absorb(
         if call.end < ctx.anchor {
             continue;
         }
-        metrics.record_call(target.label(call), call.call_type.as_str(), call.duration_secs());
+        metrics.record_call_ended_at(
+            target.label(call),
+            call.call_type.as_str(),
+            call.duration_secs(),
+            call.end,
+        );
         tally.counted += 1;
         if live {
             metrics.record_detection_lag((ctx.now - call.end) as f64);

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use plumline_api::{Call, Client, Credentials, RetryPolicy};
 use plumline_metrics::{
-    CallSeries, Metrics, MetricsError, MetricsServer, Poller, PollerConfig, attributed_number, run_exporter,
+    CallSeries, Metrics, MetricsError, MetricsServer, NoCallsAlertConfig, Poller, PollerConfig,
+    attributed_number, run_exporter,
 };
 use plumline_sim::{DEMO_EMAIL, DEMO_KEY, Faults, MAX_CALL_SECS, SimClock, SimConfig, SimServer};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -48,6 +49,7 @@ fn config(numbers: &[String]) -> PollerConfig {
         page_size: 50, // several pages per poll
         concurrency: 2,
         max_tracked_calls: 100_000,
+        no_calls_alert: NoCallsAlertConfig::default(),
     }
 }
 

@@ -282,3 +282,106 @@ async fn lookback_is_gone_and_help_explains_the_day_anchor() {
     }
     assert!(!help.contains("--lookback <"), "{help}");
 }
+
+/// The value of the sample `name{number="…"}` in a scrape.
+fn sample(scrape: &str, name: &str, number: &str) -> Option<f64> {
+    let prefix = format!("{name}{{number=\"{number}\"}} ");
+    scrape.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn publishes_the_last_call_and_the_no_calls_window_per_number() {
+    let now =
+        i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs()).expect("time");
+    let config = SimConfig::default()
+        .with_live(true)
+        .with_calls_per_day(20_000.0)
+        .with_data_range(now - 86_400, now + 86_400);
+    let server = sim(config).await;
+    let (busy, quiet) = (server.simulator().numbers()[0].clone(), server.simulator().numbers()[1].clone());
+    let mut cmd = exporter(plumline(&server));
+    cmd.args(["--listen", "127.0.0.1:0", "--interval", "1s", "--number", &busy, "--number", &quiet]).args([
+        "--no-calls-alert-after",
+        "30m",
+        "--no-calls-alert-after",
+        &format!("{quiet}=6h"),
+    ]);
+    let running = tokio::task::spawn_blocking(move || start(cmd)).await.expect("start");
+    let addr = running.addr;
+    let simulator = server.simulator().clone();
+
+    tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let asked = i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs())
+                .expect("time");
+            let anchor = asked.div_euclid(86_400) * 86_400;
+            let scrape = get(addr, "/metrics", None);
+            let published = scrape.contains("\nplum_fuse_up 1");
+            let mut caught_up = published;
+            for (number, window) in [(&busy, 1_800.0), (&quiet, 21_600.0)] {
+                if !published {
+                    break;
+                }
+                let got = sample(&scrape, "plum_fuse_no_calls_alert_after_seconds", number);
+                assert_eq!(got, Some(window), "window of {number}:\n{scrape}");
+                let last = sample(&scrape, "plum_fuse_last_call_end_timestamp_seconds", number)
+                    .unwrap_or_else(|| panic!("no last call of {number}:\n{scrape}"));
+                #[allow(clippy::cast_possible_truncation, reason = "whole UNIX seconds")]
+                let last = last as i64;
+                // The truth: the latest end since the anchor among the calls the API lists.
+                let ends: Vec<i64> = simulator
+                    .calls_in(anchor - 4 * 3_600, asked + 60, Some(number.as_str()))
+                    .into_iter()
+                    .map(|c| c.end)
+                    .filter(|&end| end >= anchor)
+                    .collect();
+                assert!(
+                    last == anchor || ends.contains(&last),
+                    "{number}: {last} is neither the anchor {anchor} nor a call's end"
+                );
+                assert!((anchor..=asked + 60).contains(&last), "{number}: {last} outside the day");
+                // Calls that ended a few polls before the scrape are counted.
+                let settled = ends.iter().copied().filter(|&end| end <= asked - 3).max().unwrap_or(anchor);
+                caught_up &= last >= settled;
+            }
+            if caught_up {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the last-call gauges did not catch up within 30 s:\n{scrape}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    })
+    .await
+    .expect("scraper");
+    drop(running);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_no_calls_window_gives_one_clear_error() {
+    let base = ["--listen", "127.0.0.1:0", "--email", "a@b.c", "--developer-key", "k"];
+    // (value(s), what the one error line must say)
+    let cases: [(&[&str], &str); 6] = [
+        (&["soon"], "`soon` is not a duration"),
+        (&["6175550199=six hours"], "`six hours` is not a duration"),
+        (&["=6h"], "names no number"),
+        (&["24h"], "--no-calls-alert-after 24h: the window must be shorter than 24h"),
+        (&["30m", "1h"], "--no-calls-alert-after gives the default window twice"),
+        (&["0s"], "--no-calls-alert-after 0s: the window must be greater than zero"),
+    ];
+    for (values, needle) in cases {
+        let mut cmd = exporter(plumline_bare());
+        cmd.args(base);
+        for value in values {
+            cmd.args(["--no-calls-alert-after", value]);
+        }
+        run_err(cmd, needle).await;
+    }
+    let mut cmd = exporter(plumline_bare());
+    cmd.args(base).args(["--number", "100", "--no-calls-alert-after", "200=1h"]);
+    run_err(cmd, "--no-calls-alert-after 200 has a window but is not one of the numbers polled (100)").await;
+}

@@ -1,6 +1,7 @@
-//! [`PollerConfig`]: how the poller polls, and its validation.
+//! [`PollerConfig`]: how the poller polls, and its validation; and
+//! [`NoCallsAlertConfig`], the quiet window published per number.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use plumline_api::MAX_LIMIT;
@@ -26,6 +27,89 @@ pub struct PollerConfig {
     pub concurrency: usize,
     /// Capacity of each number's dedupe set (>= 1).
     pub max_tracked_calls: usize,
+    /// The quiet window after which the "no calls" alert should fire, per
+    /// number: published as `plum_fuse_no_calls_alert_after_seconds`.
+    pub no_calls_alert: NoCallsAlertConfig,
+}
+
+/// The default quiet window of the "no calls" alert: two hours.
+pub const DEFAULT_NO_CALLS_ALERT_AFTER: Duration = Duration::from_secs(2 * 3_600);
+
+/// How long a number may go without a completed call before the "no
+/// calls" alert should fire: a default and per-number overrides.
+///
+/// The exporter publishes the window of each number it has a series for as
+/// the gauge `plum_fuse_no_calls_alert_after_seconds{number}`, next to
+/// `plum_fuse_last_call_end_timestamp_seconds{number}`, so one alerting rule
+/// compares the two and the window is data, not `PromQL` (a range selector
+/// cannot vary per series).
+///
+/// # Invariants (checked by [`PollerConfig::validate`])
+/// Every window is greater than zero and shorter than a day: the last-call
+/// gauge never reads earlier than 00:00 UTC of the current day, so a window
+/// of 24 h or more could never elapse. With numbers to poll, every override
+/// names one of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoCallsAlertConfig {
+    /// The window of every number without an override.
+    pub default: Duration,
+    /// Windows of named numbers, overriding `default`.
+    pub per_number: BTreeMap<String, Duration>,
+}
+
+impl Default for NoCallsAlertConfig {
+    /// [`DEFAULT_NO_CALLS_ALERT_AFTER`] for every number, no overrides.
+    fn default() -> Self {
+        NoCallsAlertConfig { default: DEFAULT_NO_CALLS_ALERT_AFTER, per_number: BTreeMap::new() }
+    }
+}
+
+impl NoCallsAlertConfig {
+    /// The window of `number`: its override, else the default.
+    #[must_use]
+    pub fn window(&self, number: &str) -> Duration {
+        self.per_number.get(number).copied().unwrap_or(self.default)
+    }
+
+    /// Checks the windows, and that overrides name polled numbers (when
+    /// `numbers` is not empty).
+    fn validate(&self, numbers: &[String]) -> Result<(), MetricsError> {
+        const DAY: Duration = Duration::from_secs(86_400);
+        let invalid = |reason: String| Err(MetricsError::InvalidConfig { field: "no_calls_alert", reason });
+        let windows = std::iter::once((None, self.default))
+            .chain(self.per_number.iter().map(|(number, window)| (Some(number), *window)));
+        for (number, window) in windows {
+            let shown = match number {
+                Some(number) => format!("{number}={}", show(window)),
+                None => show(window),
+            };
+            if window.is_zero() {
+                return invalid(format!("{shown}: the window must be greater than zero (e.g. 2h)"));
+            }
+            if window >= DAY {
+                return invalid(format!(
+                    "{shown}: the window must be shorter than 24h, as the quiet time is counted from \
+                     00:00 UTC at the earliest"
+                ));
+            }
+        }
+        for number in self.per_number.keys() {
+            if number.trim().is_empty() {
+                return invalid("an override names an empty number".into());
+            }
+            if !numbers.is_empty() && !numbers.contains(number) {
+                let polled = if numbers.len() <= 5 {
+                    numbers.join(", ")
+                } else {
+                    format!("{}, ... {} in all", numbers[..3].join(", "), numbers.len())
+                };
+                return invalid(format!(
+                    "{number} has a window but is not one of the numbers polled ({polled})"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for PollerConfig {
@@ -37,6 +121,7 @@ impl Default for PollerConfig {
             page_size: plumline_api::BULK_PAGE_SIZE,
             concurrency: 4,
             max_tracked_calls: 200_000,
+            no_calls_alert: NoCallsAlertConfig::default(),
         }
     }
 }
@@ -47,7 +132,9 @@ impl PollerConfig {
     /// # Errors
     /// [`MetricsError::InvalidConfig`] for a zero interval, reach-back or
     /// concurrency, a page size outside 1..=10000, a duration beyond 100
-    /// years, or a number given twice or empty.
+    /// years, a number given twice or empty, or a "no calls" window that is
+    /// zero, a day or longer, or given for a number not polled
+    /// (`no_calls_alert`, see [`NoCallsAlertConfig`]).
     pub fn validate(&self) -> Result<(), MetricsError> {
         const CENTURY: Duration = Duration::from_secs(100 * 365 * 86_400);
         let invalid =
@@ -84,7 +171,17 @@ impl PollerConfig {
                 return invalid("numbers", format!("{number} is given twice"));
             }
         }
-        Ok(())
+        self.no_calls_alert.validate(&self.numbers)
+    }
+}
+
+/// A window as its flag would spell it: `2h`, `90m`, `45s`.
+fn show(d: Duration) -> String {
+    let secs = d.as_secs();
+    match secs {
+        s if s > 0 && s % 3_600 == 0 => format!("{}h", s / 3_600),
+        s if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
     }
 }
 
@@ -119,6 +216,54 @@ mod tests {
                     assert!(!reason.contains("--"), "no flag words in the library: {reason}");
                 }
                 other => panic!("{want_field}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn no_calls_windows_default_override_and_are_validated() {
+        type Case = (&'static [&'static str], u64, &'static [(&'static str, u64)], Option<&'static str>);
+        const H: u64 = 3_600;
+        let hours = |h: u64| Duration::from_secs(h * 3_600);
+        let windows = NoCallsAlertConfig {
+            default: Duration::from_secs(1_800),
+            per_number: BTreeMap::from([("2".to_owned(), hours(6))]),
+        };
+        assert_eq!((windows.window("1"), windows.window("2")), (Duration::from_secs(1_800), hours(6)));
+        assert_eq!(NoCallsAlertConfig::default().window("any"), hours(2));
+        assert_eq!(DEFAULT_NO_CALLS_ALERT_AFTER, hours(2));
+
+        // (numbers polled, default s, overrides in s, None or what the reason says)
+        let cases: [Case; 8] = [
+            (&["1", "2"], 2 * H, &[("2", 6 * H)], None),
+            (&[], 2 * H, &[("6175550199", 6 * H)], None), // whole account: any number
+            (&["1"], 86_399, &[], None),
+            (&["1"], 0, &[], Some("0s: the window must be greater than zero")),
+            (&["1"], 24 * H, &[], Some("24h: the window must be shorter than 24h")),
+            (&["1"], 2 * H, &[("1", 90)], None),
+            (&["1"], 2 * H, &[("1", 30 * H)], Some("1=30h: the window must be shorter than 24h")),
+            (&["1"], 2 * H, &[("3", H)], Some("3 has a window but is not one of the numbers polled (1)")),
+        ];
+        for (numbers, default, overrides, want) in cases {
+            let config = PollerConfig {
+                numbers: numbers.iter().map(|n| (*n).to_owned()).collect(),
+                no_calls_alert: NoCallsAlertConfig {
+                    default: Duration::from_secs(default),
+                    per_number: overrides
+                        .iter()
+                        .map(|(n, d)| ((*n).to_owned(), Duration::from_secs(*d)))
+                        .collect(),
+                },
+                ..PollerConfig::default()
+            };
+            match (config.validate(), want) {
+                (Ok(()), None) => {}
+                (Err(MetricsError::InvalidConfig { field, reason }), Some(needle)) => {
+                    assert_eq!(field, "no_calls_alert");
+                    assert!(reason.contains(needle), "{reason}");
+                    assert!(!reason.contains("--"), "no flag words in the library: {reason}");
+                }
+                (got, want) => panic!("{numbers:?} {default:?} {overrides:?}: got {got:?}, want {want:?}"),
             }
         }
     }

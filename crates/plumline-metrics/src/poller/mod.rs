@@ -20,7 +20,7 @@ use futures::StreamExt as _;
 use plumline_api::{ApiError, Call, CallType, PageSource};
 use tracing::{Instrument as _, debug, info, info_span, warn};
 
-pub use self::config::PollerConfig;
+pub use self::config::{DEFAULT_NO_CALLS_ALERT_AFTER, NoCallsAlertConfig, PollerConfig};
 use self::instrumented::Instrumented;
 use self::window::{BACKFILL_WINDOW, backfill_span, day_of, next_delay, secs, windows};
 #[cfg(doc)]
@@ -174,7 +174,13 @@ impl<S: PageSource> Poller<S> {
     /// [`MetricsError::InvalidConfig`] if `config` does not validate.
     pub fn new(source: S, metrics: Arc<Metrics>, config: PollerConfig) -> Result<Self, MetricsError> {
         config.validate()?;
+        metrics.set_no_calls_alert(&config.no_calls_alert);
         touch_configured(&metrics, &config.numbers);
+        // Whole-account mode: a number named by its window is known from
+        // the start, so its "no calls" alert can fire before its first call.
+        for number in config.no_calls_alert.per_number.keys() {
+            metrics.touch_number(number);
+        }
         let numbers: Vec<Option<String>> = if config.numbers.is_empty() {
             vec![None]
         } else {
@@ -421,10 +427,11 @@ async fn run_backfill<S: PageSource>(
                     calls.into_iter().partition(|c| c.start >= live_from);
                 for call in settled.iter().filter(|c| (start..=end).contains(&c.start)) {
                     if call.end >= ctx.anchor && call.end < ctx.anchor + DAY_SECS {
-                        metrics.record_call(
+                        metrics.record_call_ended_at(
                             target.label(call),
                             call.call_type.as_str(),
                             call.duration_secs(),
+                            call.end,
                         );
                         tally.counted += 1;
                     }
@@ -536,6 +543,7 @@ pub fn attributed_number<'a>(call_type: &CallType, dest: &'a str) -> &'a str {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, AtomicI64};
 
@@ -626,6 +634,7 @@ mod tests {
             page_size: 2,
             concurrency: 2,
             max_tracked_calls: 1_000,
+            no_calls_alert: NoCallsAlertConfig::default(),
         }
     }
 
@@ -890,6 +899,98 @@ mod tests {
                 ("unknown".into(), "conference".into(), 1),
                 ("unknown".into(), "outbound".into(), 1),
                 ("unknown".into(), "transfer".into(), 1),
+            ]
+        );
+    }
+
+    /// `(number, last call end, window seconds)` of every number.
+    fn last_calls(p: &Poller<Arc<FakeApi>>) -> Vec<(String, i64, u64)> {
+        p.metrics()
+            .number_series()
+            .into_iter()
+            .map(|(n, s)| (n, s.last_call_end, s.no_calls_alert_after.as_secs()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_last_call_gauge_is_the_anchor_then_the_latest_end_and_resets_at_midnight() {
+        let calls = vec![
+            call("yesterday", "100", CallType::Inbound, DAY0 - 600, DAY0 - 10), // before the anchor
+            call("morning", "100", CallType::Inbound, DAY0 + 3_600, DAY0 + 3_700),
+            call("long", "100", CallType::Outbound, DAY0 + 3_000, DAY0 + 4_000), // started earlier, ended later
+            call("later", "100", CallType::Inbound, T0 + 100, T0 + 130),
+            call("late", "100", CallType::Inbound, DAY0 + 86_400 - 300, DAY0 + 86_400 - 200),
+            call("tomorrow", "100", CallType::Inbound, DAY0 + 86_400 + 60, DAY0 + 86_400 + 90),
+        ];
+        let windows = NoCallsAlertConfig {
+            default: Duration::from_secs(1_800),
+            per_number: BTreeMap::from([("200".to_owned(), Duration::from_secs(21_600))]),
+        };
+        let (mut poller, api, now) =
+            setup(calls, PollerConfig { no_calls_alert: windows, ..config(&["100", "200"]) });
+        now.store(T0, Ordering::SeqCst);
+        // Not published while the backfill fails.
+        api.down.store(true, Ordering::SeqCst);
+        assert!(!poller.poll_once().await.is_success());
+        assert!(!render(&poller).contains("plum_fuse_last_call_end_timestamp_seconds"));
+        api.down.store(false, Ordering::SeqCst);
+        assert!(poller.poll_once().await.is_success());
+        // The backfill: the latest end since the anchor; the anchor for a number with none.
+        assert_eq!(
+            last_calls(&poller),
+            vec![("100".into(), DAY0 + 4_000, 1_800), ("200".into(), DAY0, 21_600)]
+        );
+        let text = render(&poller);
+        assert!(
+            text.contains(r#"plum_fuse_last_call_end_timestamp_seconds{number="200"} 1699920000"#),
+            "{text}"
+        );
+        now.store(T0 + 200, Ordering::SeqCst);
+        assert!(poller.poll_once().await.is_success());
+        assert_eq!(last_calls(&poller)[0].1, T0 + 130);
+        now.store(DAY0 + 86_400 - 100, Ordering::SeqCst);
+        assert!(poller.poll_once().await.is_success());
+        assert_eq!(last_calls(&poller)[0].1, DAY0 + 86_400 - 200);
+        // Midnight: back to the new anchor, whatever yesterday's last call was.
+        now.store(DAY0 + 86_400 + 30, Ordering::SeqCst);
+        assert!(poller.poll_once().await.is_success());
+        assert_eq!(
+            last_calls(&poller),
+            vec![("100".into(), DAY0 + 86_400, 1_800), ("200".into(), DAY0 + 86_400, 21_600)]
+        );
+        now.store(DAY0 + 86_400 + 120, Ordering::SeqCst);
+        assert!(poller.poll_once().await.is_success());
+        assert_eq!(last_calls(&poller)[0].1, DAY0 + 86_400 + 90);
+        // A fresh exporter (a restart, a replica) agrees after its backfill.
+        let (mut fresh, _api, fresh_now) = setup(
+            vec![call("tomorrow", "100", CallType::Inbound, DAY0 + 86_400 + 60, DAY0 + 86_400 + 90)],
+            PollerConfig { no_calls_alert: poller.config.no_calls_alert.clone(), ..config(&["100", "200"]) },
+        );
+        fresh_now.store(DAY0 + 86_400 + 120, Ordering::SeqCst);
+        assert!(fresh.poll_once().await.is_success());
+        assert_eq!(last_calls(&fresh), last_calls(&poller));
+    }
+
+    #[tokio::test]
+    async fn whole_account_mode_gives_each_number_seen_the_default_window_and_named_ones_theirs() {
+        let calls = vec![
+            call("in", "6175550100", CallType::Inbound, T0, T0 + 10),
+            call("out", "2125550199", CallType::Outbound, T0, T0 + 20),
+        ];
+        let windows = NoCallsAlertConfig {
+            default: Duration::from_secs(1_800),
+            per_number: BTreeMap::from([("6175550199".to_owned(), Duration::from_secs(21_600))]),
+        };
+        let (mut poller, _api, now) = setup(calls, PollerConfig { no_calls_alert: windows, ..config(&[]) });
+        now.store(T0 + 60, Ordering::SeqCst);
+        assert!(poller.poll_once().await.is_success());
+        assert_eq!(
+            last_calls(&poller),
+            vec![
+                ("6175550100".into(), T0 + 10, 1_800),
+                // Named by its window: known before its first call.
+                ("6175550199".into(), DAY0, 21_600),
+                ("unknown".into(), T0 + 20, 1_800),
             ]
         );
     }

@@ -2,6 +2,7 @@
 
 #![allow(clippy::print_stdout, reason = "the CLI prints where the metrics are served")]
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,7 +11,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use plumline_api::BULK_PAGE_SIZE;
 use plumline_metrics::{
-    BasicAuth, Metrics, MetricsError, MetricsServer, Poller, PollerConfig, TlsConfig, run_exporter,
+    BasicAuth, DEFAULT_NO_CALLS_ALERT_AFTER, Metrics, MetricsError, MetricsServer, NoCallsAlertConfig,
+    Poller, PollerConfig, TlsConfig, run_exporter,
 };
 
 use crate::args::ApiArgs;
@@ -48,6 +50,15 @@ windows whose count grew) and counts each call once (by session_id). Calls longe
 call expected. A call that ends just before midnight but is listed only after the last
 poll of that day is not counted (it belongs to a day already reset). Figures lag by up
 to one interval.
+
+No calls: per number, plum_fuse_last_call_end_timestamp_seconds is the end of the latest
+call counted since 00:00 UTC today (or that 00:00 UTC if none yet), and
+plum_fuse_no_calls_alert_after_seconds is the window from --no-calls-alert-after (default
+2h; NUMBER=DURATION overrides it for one number, repeatable). The PlumFuseNoCalls rule in
+deploy/prometheus/alerts.yml fires when the time since the last call exceeds the window.
+The quiet time restarts at 00:00 UTC, so windows must be shorter than 24h. Without
+--number, the default applies to every number seen and each override's number is shown
+from the start.
 
 Endpoints: GET /metrics (Prometheus text format), GET /healthz (liveness), GET / (links).
 With --basic-auth-user, /metrics and / require HTTP Basic auth with the password from
@@ -99,6 +110,13 @@ pub struct Args {
     #[arg(long, default_value_t = 200_000, value_name = "N")]
     max_tracked_calls: usize,
 
+    /// Quiet time after which the "no calls" alert should fire (published as
+    /// plum_fuse_no_calls_alert_after_seconds): DURATION for every number (default 2h), or
+    /// NUMBER=DURATION for one (repeatable), e.g. --no-calls-alert-after 30m
+    /// --no-calls-alert-after 6175550199=6h. Shorter than 24h.
+    #[arg(long = "no-calls-alert-after", value_name = "[NUMBER=]DURATION", value_parser = parse_no_calls_alert_after)]
+    no_calls_alert_after: Vec<NoCallsAlertAfter>,
+
     // A plain string, not a doc comment: the variable name reads better without backticks in --help.
     #[arg(
         long,
@@ -129,6 +147,7 @@ pub struct Args {
 /// drop it: they stop both gracefully.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let listen = parse_listen(&args.listen)?;
+    let no_calls_alert = no_calls_alert_config(&args.no_calls_alert_after)?;
     let config = PollerConfig {
         numbers: args.numbers.iter().map(|n| n.trim().to_owned()).collect(),
         interval: args.interval,
@@ -136,6 +155,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         page_size: args.page_size,
         concurrency: args.concurrency,
         max_tracked_calls: args.max_tracked_calls,
+        no_calls_alert,
     };
     config.validate().map_err(flag_words)?;
     let auth = match &args.basic_auth_user {
@@ -188,6 +208,7 @@ fn flag_words(error: MetricsError) -> anyhow::Error {
                 "concurrency" => "--concurrency",
                 "max_tracked_calls" => "--max-tracked-calls",
                 "numbers" => "--number",
+                "no_calls_alert" => "--no-calls-alert-after",
                 "basic_auth.username" => "--basic-auth-user",
                 "basic_auth.password" => PASSWORD_ENV,
                 other => other,
@@ -196,6 +217,59 @@ fn flag_words(error: MetricsError) -> anyhow::Error {
         }
         other => other.into(),
     }
+}
+
+/// One `--no-calls-alert-after`: the default window, or one number's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoCallsAlertAfter {
+    /// `DURATION`: every number without an override.
+    Default(Duration),
+    /// `NUMBER=DURATION`.
+    Number(String, Duration),
+}
+
+/// Parses `DURATION` or `NUMBER=DURATION` (humantime durations, as
+/// `--interval`); the range of the window is the library's to check.
+fn parse_no_calls_alert_after(raw: &str) -> Result<NoCallsAlertAfter, String> {
+    let duration = |text: &str| {
+        humantime::parse_duration(text.trim()).map_err(|e| {
+            format!("`{}` is not a duration ({e}): expected DURATION or NUMBER=DURATION, e.g. 2h or 6175550199=6h", text.trim())
+        })
+    };
+    match raw.split_once('=') {
+        None => duration(raw).map(NoCallsAlertAfter::Default),
+        Some((number, window)) => {
+            let number = number.trim();
+            if number.is_empty() {
+                return Err(format!("`{raw}` names no number: expected NUMBER=DURATION, e.g. 6175550199=6h"));
+            }
+            Ok(NoCallsAlertAfter::Number(number.to_owned(), duration(window)?))
+        }
+    }
+}
+
+/// The windows of every `--no-calls-alert-after`: at most one default
+/// (else 2 h) and at most one override per number.
+fn no_calls_alert_config(values: &[NoCallsAlertAfter]) -> anyhow::Result<NoCallsAlertConfig> {
+    let mut default = None;
+    let mut per_number = BTreeMap::new();
+    for value in values {
+        match value {
+            NoCallsAlertAfter::Default(window) => {
+                if default.replace(*window).is_some() {
+                    anyhow::bail!(
+                        "--no-calls-alert-after gives the default window twice: give one DURATION, and NUMBER=DURATION for the exceptions"
+                    );
+                }
+            }
+            NoCallsAlertAfter::Number(number, window) => {
+                if per_number.insert(number.clone(), *window).is_some() {
+                    anyhow::bail!("--no-calls-alert-after gives number {number} twice");
+                }
+            }
+        }
+    }
+    Ok(NoCallsAlertConfig { default: default.unwrap_or(DEFAULT_NO_CALLS_ALERT_AFTER), per_number })
 }
 
 /// Parses `--listen` without DNS: an IP socket address, `localhost:PORT`,
@@ -235,6 +309,45 @@ mod tests {
             let got = flag_words(MetricsError::InvalidConfig { field, reason: reason.into() }).to_string();
             assert_eq!(got, want);
         }
+    }
+
+    #[test]
+    fn no_calls_alert_after_values() {
+        use NoCallsAlertAfter::{Default, Number};
+        let mins = |m: u64| Duration::from_secs(m * 60);
+        // (value, parsed or what the error says)
+        let cases: [(&str, Result<NoCallsAlertAfter, &str>); 8] = [
+            ("30m", Ok(Default(mins(30)))),
+            ("2h 30m", Ok(Default(mins(150)))),
+            ("6175550199=6h", Ok(Number("6175550199".into(), mins(360)))),
+            (" 6175550199 = 90m ", Ok(Number("6175550199".into(), mins(90)))),
+            ("soon", Err("`soon` is not a duration")),
+            ("6175550199=", Err("`` is not a duration")),
+            ("6175550199=6 hours?", Err("`6 hours?` is not a duration")),
+            ("=6h", Err("names no number")),
+        ];
+        for (raw, want) in cases {
+            match (parse_no_calls_alert_after(raw), want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "{raw}"),
+                (Err(e), Err(needle)) => assert!(e.contains(needle), "{raw}: {e}"),
+                (got, want) => panic!("{raw}: got {got:?}, want {want:?}"),
+            }
+        }
+        let config =
+            no_calls_alert_config(&[Number("1".into(), mins(360)), Default(mins(30))]).expect("valid");
+        assert_eq!(config.default, mins(30));
+        assert_eq!(config.window("1"), mins(360));
+        assert_eq!(no_calls_alert_config(&[]).expect("valid"), NoCallsAlertConfig::default());
+        for (values, needle) in [
+            (vec![Default(mins(30)), Default(mins(60))], "default window twice"),
+            (vec![Number("1".into(), mins(30)), Number("1".into(), mins(60))], "number 1 twice"),
+        ] {
+            let err = no_calls_alert_config(&values).expect_err("invalid").to_string();
+            assert!(err.starts_with("--no-calls-alert-after") && err.contains(needle), "{err}");
+        }
+        let err =
+            flag_words(MetricsError::InvalidConfig { field: "no_calls_alert", reason: "24h: x".into() });
+        assert_eq!(err.to_string(), "--no-calls-alert-after 24h: x");
     }
 
     #[test]
