@@ -10,8 +10,8 @@
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::hash::{BuildHasher as _, BuildHasherDefault, DefaultHasher};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use plumline_api::{ApiError, Call, CallPage, PageRequest, PageSource};
@@ -40,7 +40,7 @@ type Failure = Box<dyn Fn(&PageRequest) -> Option<ApiError> + Send + Sync>;
 /// Requests are numbered from 0 in the order they arrive; the knobs that
 /// depend on "the first N requests" and the [`Change`]s count in those
 /// numbers. One request goes: counted (and in flight), the delay, the
-/// failure check, the changes due, then the answer.
+/// failure check, recorded as answered, the changes due, then the answer.
 ///
 /// # Order
 /// A source built from calls ([`MemorySource::new`]) lists them oldest
@@ -58,7 +58,8 @@ type Failure = Box<dyn Fn(&PageRequest) -> Option<ApiError> + Send + Sync>;
 ///
 /// ## Memory Usage
 /// The calls given (as `Call`s, about 150 bytes each with their strings),
-/// the changes, and per request the window asked for when a knob or a
+/// the changes, every answered request (for [`MemorySource::answered`]), and
+/// per request the window asked for when a knob or a
 /// change needs it whole; a simulator's data is its own (see [`Simulator`]).
 ///
 /// # Examples
@@ -82,6 +83,10 @@ pub struct MemorySource {
     requests: AtomicU64,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
+    /// Nanoseconds to wait before each answer (settable while in use).
+    delay_nanos: AtomicU64,
+    /// The requests answered, in order.
+    answered: Mutex<Vec<PageRequest>>,
 }
 
 /// What is listed before any change.
@@ -102,7 +107,19 @@ struct Knobs {
     ignore_offset: bool,
     overlap: bool,
     failure: Option<Failure>,
-    delay: Duration,
+    /// Live: a call is listed once `end <= now`.
+    clock: Option<Arc<AtomicI64>>,
+    numbers: NumberMatch,
+}
+
+/// Which calls of a list-backed source a query for a number lists.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum NumberMatch {
+    /// Every call (calls do not say their deployment number).
+    #[default]
+    Any,
+    /// The calls whose `dest` is the number.
+    Dest,
 }
 
 /// The changes applied so far, as an overlay over [`Data`], and those due.
@@ -180,6 +197,8 @@ impl MemorySource {
             requests: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
+            delay_nanos: AtomicU64::new(0),
+            answered: Mutex::new(Vec::new()),
         }
     }
 
@@ -274,9 +293,39 @@ impl MemorySource {
 
     /// Waits `delay` (on the Tokio timer) before answering each request.
     #[must_use]
-    pub fn with_delay(mut self, delay: Duration) -> Self {
-        self.knobs.delay = delay;
+    pub fn with_delay(self, delay: Duration) -> Self {
+        self.set_delay(delay);
         self
+    }
+
+    /// Changes the delay of [`MemorySource::with_delay`] while the source
+    /// is in use (for requests that arrive from now on).
+    pub fn set_delay(&self, delay: Duration) {
+        self.delay_nanos.store(u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX), Ordering::SeqCst);
+    }
+
+    /// Lists a call only once it has ended (`end <= now`, `now` read on
+    /// every request), as the API does: a test moves `now` to let calls
+    /// appear.
+    #[must_use]
+    pub fn with_live_clock(mut self, now: Arc<AtomicI64>) -> Self {
+        self.knobs.clock = Some(now);
+        self
+    }
+
+    /// For a source built from calls: a query for a number lists only the
+    /// calls whose `dest` is that number (the deployment number of an
+    /// inbound call), instead of every call.
+    #[must_use]
+    pub fn with_numbers_by_dest(mut self) -> Self {
+        self.knobs.numbers = NumberMatch::Dest;
+        self
+    }
+
+    /// The requests answered so far (not those that failed), in order.
+    #[must_use]
+    pub fn answered(&self) -> Vec<PageRequest> {
+        self.answered.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Requests received so far, answered or not.
@@ -331,7 +380,13 @@ impl MemorySource {
             Data::Calls(calls) => {
                 let lo = calls.partition_point(|c| c.start < start);
                 let hi = calls.partition_point(|c| c.start <= end).max(lo);
-                calls[lo..hi].iter().filter(|c| !state.removed.contains(&c.session_id)).cloned().collect()
+                let by_dest =
+                    |c: &Call| self.knobs.numbers == NumberMatch::Any || number.is_none_or(|n| n == c.dest);
+                calls[lo..hi]
+                    .iter()
+                    .filter(|c| !state.removed.contains(&c.session_id) && by_dest(c))
+                    .cloned()
+                    .collect()
             }
             Data::Simulator(sim) => {
                 let mut calls = sim.calls_in(start, end, number);
@@ -342,6 +397,10 @@ impl MemorySource {
         let inserted = state.inserted.iter().filter(|c| (start..=end).contains(&c.start));
         let n_before = window.len();
         window.extend(inserted.cloned());
+        if let Some(clock) = &self.knobs.clock {
+            let now = clock.load(Ordering::SeqCst);
+            window.retain(|c| c.end <= now);
+        }
         if window.len() > n_before {
             match self.data {
                 Data::Calls(_) => sort_oldest_first(&mut window),
@@ -371,7 +430,7 @@ impl MemorySource {
         let first = if knobs.overlap { offset.saturating_sub(1) } else { offset };
         let take = size.saturating_add(usize::try_from(offset - first).unwrap_or(0));
         let (calls, listed) = match &self.data {
-            Data::Simulator(sim) if state.is_untouched() && !knobs.shuffle_ties => {
+            Data::Simulator(sim) if state.is_untouched() && !knobs.shuffle_ties && knobs.clock.is_none() => {
                 let resolved = sim.resolve(start, end, query.number(), take, first);
                 (sim.to_calls(&resolved), resolved.total)
             }
@@ -403,12 +462,14 @@ impl PageSource for MemorySource {
     async fn fetch_page(&self, request: &PageRequest) -> Result<CallPage, ApiError> {
         let n = self.requests.fetch_add(1, Ordering::SeqCst);
         let _in_flight = InFlight::enter(self);
-        if !self.knobs.delay.is_zero() {
-            tokio::time::sleep(self.knobs.delay).await;
+        let delay = self.delay_nanos.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_nanos(delay)).await;
         }
         if let Some(error) = self.knobs.failure.as_ref().and_then(|fail| fail(request)) {
             return Err(error);
         }
+        self.answered.lock().unwrap_or_else(PoisonError::into_inner).push(request.clone());
         Ok(self.answer(request, n))
     }
 }
@@ -606,6 +667,28 @@ mod tests {
         assert_eq!((source.requests(), source.pending_changes()), (1, 1), "a failed request applies nothing");
         assert_eq!(answer(&source, 4, 0).1, 10, "the change due at 0 lands before request 1");
         assert_eq!(source.pending_changes(), 0);
+    }
+
+    #[test]
+    fn a_live_clock_lists_ended_calls_and_numbers_match_dest() {
+        let now = Arc::new(AtomicI64::new(0));
+        let mut calls = ten();
+        calls[3].dest = "200".into();
+        let source = MemorySource::new(calls).with_live_clock(Arc::clone(&now)).with_numbers_by_dest();
+        // The calls of ten() end 30 s after their start.
+        let listed = |page: CallPage| page.calls.into_iter().map(|c| c.session_id).collect::<Vec<_>>();
+        let all = request(0, 1_000, None, 100, 0);
+        now.store(30, Ordering::SeqCst);
+        assert_eq!(listed(fetch(&source, &all).expect("page")).len(), 1, "only the first call ended");
+        now.store(10_000, Ordering::SeqCst);
+        assert_eq!(fetch(&source, &all).expect("page").total_calls, 11);
+        let of_200 = fetch(&source, &request(0, 1_000, Some("200"), 100, 0)).expect("page");
+        assert_eq!(of_200.total_calls, 1);
+        source.set_delay(Duration::from_millis(1));
+        let _ = fetch(&source, &all).expect("page");
+        let answered = source.answered();
+        assert_eq!(answered.len(), 4);
+        assert_eq!(answered[2].query().number(), Some("200"));
     }
 
     #[test]

@@ -544,57 +544,23 @@ pub fn attributed_number<'a>(call_type: &CallType, dest: &'a str) -> &'a str {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
-    use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, AtomicI64};
 
-    use plumline_api::{Call, CallPage, PageRequest};
+    use plumline_api::{Call, PageRequest};
+    use plumline_sim::memory::MemorySource;
 
     use super::*;
     use crate::metrics::CallSeries;
 
-    /// An in-memory API: calls appear once `now >= end` (as the real one
-    /// lists only completed calls), matched by `start` in the inclusive
-    /// window, ordered by start *ascending* (the simulator orders them the
-    /// other way, so the poller may rely on neither).
-    struct FakeApi {
-        calls: Mutex<Vec<Call>>,
-        now: Arc<AtomicI64>,
-        down: AtomicBool,
-        unauthorized: AtomicBool,
-        delay_ms: AtomicI64,
-        requests: Mutex<Vec<(i64, i64, u32, u64)>>,
-    }
-
-    impl PageSource for FakeApi {
-        async fn fetch_page(&self, request: &PageRequest) -> Result<CallPage, ApiError> {
-            if self.unauthorized.load(Ordering::SeqCst) {
-                return Err(ApiError::Unauthorized { status: 401, message: None });
-            }
-            if self.down.load(Ordering::SeqCst) {
-                return Err(ApiError::Server { status: 500, message: Some("database error".into()) });
-            }
-            let delay = self.delay_ms.load(Ordering::SeqCst);
-            if delay > 0 {
-                tokio::time::sleep(Duration::from_millis(delay.unsigned_abs())).await;
-            }
-            let q = request.query();
-            self.requests.lock().expect("lock").push((q.start(), q.end(), request.limit(), request.offset()));
-            let now = self.now.load(Ordering::SeqCst);
-            let mut matching: Vec<Call> = self
-                .calls
-                .lock()
-                .expect("lock")
-                .iter()
-                .filter(|c| c.end <= now && (q.start()..=q.end()).contains(&c.start))
-                .filter(|c| q.number().is_none_or(|n| n == c.dest))
-                .cloned()
-                .collect();
-            matching.sort_by(|a, b| a.start.cmp(&b.start).then(a.session_id.cmp(&b.session_id)));
-            let offset = usize::try_from(request.offset()).expect("offset");
-            let total = matching.len() as u64;
-            let calls = matching.into_iter().skip(offset).take(request.limit() as usize).collect();
-            Ok(CallPage { calls, total_calls: total })
-        }
+    /// The shared in-memory API, live (a call is listed once `now >= end`,
+    /// as the real one lists only completed calls), numbers matched by
+    /// `dest`, ordered by start *ascending* (the simulator orders them the
+    /// other way, so the poller may rely on neither), with switches for an
+    /// API that is down or refuses the credentials.
+    struct Api {
+        source: Arc<MemorySource>,
+        down: Arc<AtomicBool>,
+        unauthorized: Arc<AtomicBool>,
     }
 
     fn call(id: &str, dest: &str, call_type: CallType, start: i64, end: i64) -> Call {
@@ -609,21 +575,32 @@ mod tests {
         }
     }
 
-    fn setup(calls: Vec<Call>, config: PollerConfig) -> (Poller<Arc<FakeApi>>, Arc<FakeApi>, Arc<AtomicI64>) {
+    fn setup(calls: Vec<Call>, config: PollerConfig) -> (Poller<Arc<MemorySource>>, Api, Arc<AtomicI64>) {
         let now = Arc::new(AtomicI64::new(0));
-        let api = Arc::new(FakeApi {
-            calls: Mutex::new(calls),
-            now: Arc::clone(&now),
-            down: AtomicBool::new(false),
-            unauthorized: AtomicBool::new(false),
-            delay_ms: AtomicI64::new(0),
-            requests: Mutex::new(Vec::new()),
-        });
+        let (down, unauthorized) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let failure = {
+            let (down, unauthorized) = (Arc::clone(&down), Arc::clone(&unauthorized));
+            move |_: &PageRequest| {
+                if unauthorized.load(Ordering::SeqCst) {
+                    Some(ApiError::Unauthorized { status: 401, message: None })
+                } else if down.load(Ordering::SeqCst) {
+                    Some(ApiError::Server { status: 500, message: Some("database error".into()) })
+                } else {
+                    None
+                }
+            }
+        };
+        let source = Arc::new(
+            MemorySource::new(calls)
+                .with_live_clock(Arc::clone(&now))
+                .with_numbers_by_dest()
+                .with_failure(failure),
+        );
         let clock = Arc::clone(&now);
-        let poller = Poller::new(Arc::clone(&api), Arc::new(Metrics::new().expect("metrics")), config)
+        let poller = Poller::new(Arc::clone(&source), Arc::new(Metrics::new().expect("metrics")), config)
             .expect("config")
             .with_clock(Arc::new(move || clock.load(Ordering::SeqCst)));
-        (poller, api, now)
+        (poller, Api { source, down, unauthorized }, now)
     }
 
     fn config(numbers: &[&str]) -> PollerConfig {
@@ -640,7 +617,7 @@ mod tests {
 
     type Row = (String, String, u64, u64, f64);
 
-    fn totals(p: &Poller<Arc<FakeApi>>) -> Vec<Row> {
+    fn totals(p: &Poller<Arc<MemorySource>>) -> Vec<Row> {
         p.metrics()
             .call_series()
             .into_iter()
@@ -649,7 +626,7 @@ mod tests {
             .collect()
     }
 
-    fn render(p: &Poller<Arc<FakeApi>>) -> String {
+    fn render(p: &Poller<Arc<MemorySource>>) -> String {
         String::from_utf8(p.metrics().render().expect("render")).expect("utf-8")
     }
 
@@ -718,12 +695,12 @@ mod tests {
             .collect();
         let (mut poller, api, now) = setup(calls, PollerConfig { concurrency: 1, ..config(&["100"]) });
         now.store(T0, Ordering::SeqCst);
-        api.delay_ms.store(20, Ordering::SeqCst);
+        api.source.set_delay(Duration::from_millis(20));
         let cancelled = tokio::time::timeout(Duration::from_millis(90), poller.poll_once()).await;
         assert!(cancelled.is_err(), "the backfill must still be running when cancelled");
         assert!(!poller.is_backfilled());
         assert!(!render(&poller).contains("plum_fuse_calls_total"));
-        api.delay_ms.store(0, Ordering::SeqCst);
+        api.source.set_delay(Duration::ZERO);
         let report = poller.poll_once().await;
         assert!(report.backfill && report.is_success() && poller.is_backfilled(), "{report:?}");
         assert_eq!(totals(&poller), vec![("100".into(), "inbound".into(), 12, 12, 720.0)]);
@@ -794,7 +771,7 @@ mod tests {
         let per_poll = requests as f64 / polls as f64;
         assert!(per_poll < 20.0, "{per_poll} requests per poll");
         // Far fewer calls fetched than a re-download of the reach-back.
-        let fetched: u64 = api.requests.lock().expect("lock").iter().map(|r| u64::from(r.2)).sum();
+        let fetched: u64 = api.source.answered().iter().map(|r| u64::from(r.limit())).sum();
         assert!(fetched > 0);
     }
 
@@ -904,7 +881,7 @@ mod tests {
     }
 
     /// `(number, last call end, window seconds)` of every number.
-    fn last_calls(p: &Poller<Arc<FakeApi>>) -> Vec<(String, i64, u64)> {
+    fn last_calls(p: &Poller<Arc<MemorySource>>) -> Vec<(String, i64, u64)> {
         p.metrics()
             .number_series()
             .into_iter()
