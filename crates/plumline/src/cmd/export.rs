@@ -75,7 +75,8 @@ pub struct Args {
     /// Read every closed day twice and commit it only when both reads list the same calls
     /// (else read it again, then fail naming the day). Catches a source that changes pages
     /// already read under a stable total (a call removed and another added, a call edited),
-    /// which one read cannot see; costs twice the API requests.
+    /// which one read cannot see; costs twice the API requests. Without it, days whose request
+    /// budget has room (up to about 10,000 calls) get that second read anyway.
     #[arg(long)]
     reread: bool,
 
