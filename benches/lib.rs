@@ -302,7 +302,7 @@ fn plan_and_options(scenario: &Scenario) -> (ExportPlan, ExportOptions) {
     let plan = ExportPlan::new(start, end, TimeZone::UTC, &[]).expect("plan");
     let options = ExportOptions {
         concurrency: NonZeroUsize::new(scenario.concurrency).expect("nonzero concurrency"),
-        page_size: scenario.page_size,
+        page_size: plumline_api::PageSize::new(scenario.page_size).expect("a valid page size"),
         settle: Duration::ZERO,
         overwrite: true,
         days_in_flight: std::env::var("PLUMLINE_BENCH_DAYS").ok().and_then(|v| v.parse().ok()),

@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use plumline_api::{BULK_PAGE_SIZE, Client, Credentials, LONGEST_CALL};
+use plumline_api::{Client, Credentials, LONGEST_CALL};
 use plumline_metrics::{Metrics, Poller, PollerConfig};
 use plumline_sim::{DEMO_EMAIL, DEMO_KEY, SimClock, SimConfig, SimServer, Simulator};
 
@@ -146,7 +146,7 @@ async fn measure(mode: &'static str, n_numbers: usize, per_day: f64, hour: i64, 
             numbers,
             interval: Duration::from_secs(5),
             max_call_duration: LONGEST_CALL,
-            page_size: BULK_PAGE_SIZE,
+            page_size: plumline_api::PageSize::MAX,
             ..PollerConfig::default()
         },
     )

@@ -35,7 +35,11 @@ fn json(output: &std::process::Output) -> Value {
 async fn export(server: &SimServer, dest: LakeDest, plan: &ExportPlan) -> ExportSummary {
     let client =
         Client::builder(server.base_url(), Credentials::new(DEMO_EMAIL, DEMO_KEY)).build().expect("client");
-    let options = ExportOptions { page_size: 150, settle: Duration::ZERO, ..ExportOptions::default() };
+    let options = ExportOptions {
+        page_size: plumline_api::PageSize::new(150).expect("page size"),
+        settle: Duration::ZERO,
+        ..ExportOptions::default()
+    };
     Pipeline::new(Arc::new(client), dest, options)
         .expect("pipeline")
         .run(plan, &NoProgress)

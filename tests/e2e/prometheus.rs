@@ -424,7 +424,7 @@ impl Exporter {
                 numbers: sim.simulator().numbers().to_vec(),
                 interval: Duration::from_millis(200),
                 max_call_duration: Duration::from_secs(MAX_CALL_SECS.unsigned_abs()),
-                page_size,
+                page_size: plumline_api::PageSize::new(page_size).expect("page size"),
                 ..PollerConfig::default()
             },
         )

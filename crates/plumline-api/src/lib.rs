@@ -24,7 +24,7 @@ use std::time::Duration;
 pub use client::{Client, ClientBuilder, DEFAULT_BASE_URL, is_loopback_url};
 pub use error::{ApiError, ConfigError, QueryError, error_chain};
 pub use model::{Call, CallPage, CallType};
-pub use query::{CallQuery, DEFAULT_LIMIT, MAX_LIMIT, PageRequest, validate_limit};
+pub use query::{CallQuery, DEFAULT_LIMIT, MAX_LIMIT, PageRequest, PageSize, validate_limit};
 pub use retry::RetryPolicy;
 pub use secret::{Credentials, DeveloperKey};
 pub use wire::WireFormat;

@@ -106,13 +106,45 @@ impl PageRequest {
     }
 }
 
+/// A page size the API accepts: 1 to [`MAX_LIMIT`] calls.
+///
+/// Checked once, where it is made ([`PageSize::new`], or a command-line
+/// parser), so the code it is handed to needs no check of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PageSize(u32);
+
+impl PageSize {
+    /// The API's largest page, [`MAX_LIMIT`] calls (what bulk reads ask for).
+    pub const MAX: PageSize = PageSize(MAX_LIMIT);
+
+    /// `calls` per page.
+    ///
+    /// # Errors
+    /// [`QueryError::Limit`] outside 1 to [`MAX_LIMIT`].
+    pub fn new(calls: u32) -> Result<Self, QueryError> {
+        if (1..=MAX_LIMIT).contains(&calls) {
+            Ok(PageSize(calls))
+        } else {
+            Err(QueryError::Limit { limit: calls, max: MAX_LIMIT })
+        }
+    }
+
+    /// Calls per page.
+    #[must_use]
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for PageSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// Checks a page size against the API's bounds.
 pub fn validate_limit(limit: u32) -> Result<(), ApiError> {
-    if (1..=MAX_LIMIT).contains(&limit) {
-        Ok(())
-    } else {
-        Err(QueryError::Limit { limit, max: MAX_LIMIT }.into())
-    }
+    PageSize::new(limit).map(drop).map_err(ApiError::from)
 }
 
 #[cfg(test)]

@@ -223,15 +223,6 @@ pub enum PlanError {
     /// The plan holds no day.
     #[error("the plan has no days")]
     NoDays,
-    /// The page size is not one the API accepts.
-    #[error("the page size {page_size} is not accepted")]
-    PageSize {
-        /// The page size asked for.
-        page_size: u32,
-        /// Why.
-        #[source]
-        source: ApiError,
-    },
     /// A window or page of the plan is not a valid API query.
     #[error("a query of the plan is invalid")]
     Query(#[source] ApiError),

@@ -42,7 +42,7 @@ fn client(server: &SimServer, format: WireFormat) -> Client {
 fn options(page_size: u32, concurrency: usize) -> ExportOptions {
     ExportOptions {
         concurrency: NonZeroUsize::new(concurrency).expect("nonzero"),
-        page_size,
+        page_size: plumline_api::PageSize::new(page_size).expect("page size"),
         settle: Duration::ZERO,
         ..ExportOptions::default()
     }

@@ -46,9 +46,9 @@ fn config(numbers: &[String]) -> PollerConfig {
         numbers: numbers.to_vec(),
         interval: Duration::from_secs(INTERVAL.unsigned_abs()),
         max_call_duration: Duration::from_secs(MAX_CALL_SECS.unsigned_abs()),
-        page_size: 50, // several pages per poll
-        concurrency: 2,
-        max_tracked_calls: 100_000,
+        page_size: plumline_api::PageSize::new(50).expect("page size"), // several pages per poll
+        concurrency: std::num::NonZeroUsize::new(2).expect("nonzero"),
+        max_tracked_calls: std::num::NonZeroUsize::new(100_000).expect("nonzero"),
         no_calls_alert: NoCallsAlertConfig::default(),
     }
 }

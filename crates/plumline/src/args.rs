@@ -101,7 +101,6 @@ pub fn export_hint(error: &plumline_export::ExportError) -> &'static str {
         ExportError::InvalidDestination(_) => " (check --out)",
         ExportError::InvalidPlan(plan) => match plan {
             PlanError::BlankNumber | PlanError::RepeatedNumber { .. } => " (check --number)",
-            PlanError::PageSize { .. } => " (check --page-size)",
             PlanError::BeforeEpoch { .. }
             | PlanError::EmptyRange { .. }
             | PlanError::OutsideCalendar { .. } => " (check --start, --end and --tz)",

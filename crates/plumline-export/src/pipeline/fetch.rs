@@ -218,7 +218,7 @@ impl<S: PageSource + 'static> Pipeline<S> {
                 permits,
                 observer: if second.is_some() { &NoProgress } else { observer },
                 hasher: hasher.clone(),
-                asked: second.unwrap_or(self.options.page_size),
+                asked: second.unwrap_or(self.options.page_size.get()),
                 closed,
                 again,
                 reread: reread || second.is_some(),
@@ -237,7 +237,7 @@ impl<S: PageSource + 'static> Pipeline<S> {
             requests += fetched.requests;
             let mut problem = fetched.problem.clone();
             // Asked for, or free within the day's request budget.
-            let second_read = if reread { Some(self.options.page_size) } else { fetched.second_read };
+            let second_read = if reread { Some(self.options.page_size.get()) } else { fetched.second_read };
             if let Some(size) = second_read.filter(|_| closed && problem.is_none()) {
                 let second = match self.fetch_day(&cx(Some(size)), &mut Rows(None)).await {
                     Ok(second) => second,
@@ -791,7 +791,7 @@ mod tests {
     fn options(page_size: u32, concurrency: usize) -> ExportOptions {
         ExportOptions {
             concurrency: NonZeroUsize::new(concurrency).expect("nonzero"),
-            page_size,
+            page_size: plumline_api::PageSize::new(page_size).expect("page size"),
             now: Some(1_000 * DAY),
             ..ExportOptions::default()
         }

@@ -17,11 +17,11 @@ use futures::{StreamExt as _, TryStreamExt as _, stream};
 use jiff::Timestamp;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
-use plumline_api::{ApiError, CallQuery, PageSource, validate_limit};
+use plumline_api::{ApiError, CallQuery, PageSize, PageSource};
 use tokio::sync::Semaphore;
 use tracing::{Instrument as _, debug, info_span, warn};
 
-use crate::error::{ExportError, PlanError};
+use crate::error::ExportError;
 use crate::lake::{Claim, ClaimSettings, Committed, DayState, Lake, RunId};
 use crate::plan::{DayPartition, ExportPlan};
 use crate::progress::{DayRef, ExportEvent, ExportObserver, ExportSummary, OpenDay};
@@ -37,8 +37,8 @@ pub struct ExportOptions {
     /// page keeps its slot until its rows are handed to the day's writer,
     /// so this also bounds the pages held in memory.
     pub concurrency: NonZeroUsize,
-    /// Calls per page (1..=10000).
-    pub page_size: u32,
+    /// Calls per page.
+    pub page_size: PageSize,
     /// Days (day partitions) worked on at once; `None` picks
     /// `concurrency` clamped to 2..=8. More days overlap their first
     /// pages (which must arrive before the rest of a day can be requested);
@@ -84,7 +84,7 @@ impl Default for ExportOptions {
     fn default() -> Self {
         ExportOptions {
             concurrency: NonZeroUsize::new(8).unwrap_or(NonZeroUsize::MIN),
-            page_size: plumline_api::BULK_PAGE_SIZE,
+            page_size: PageSize::MAX,
             days_in_flight: None,
             overwrite: false,
             allow_shrink: false,
@@ -139,11 +139,9 @@ impl<S: PageSource + 'static> Pipeline<S> {
     /// A pipeline reading from `source` and writing into `lake`.
     ///
     /// # Errors
-    /// [`ExportError::InvalidPlan`] for a page size outside 1..=10000 or a
-    /// zstd level the codec does not accept.
+    /// [`ExportError::InvalidPlan`] for a zstd level the codec does not
+    /// accept.
     pub fn new(source: Arc<S>, lake: Lake, options: ExportOptions) -> Result<Self, ExportError> {
-        validate_limit(options.page_size)
-            .map_err(|source| PlanError::PageSize { page_size: options.page_size, source })?;
         writer_properties(&options.parquet, Vec::new())?;
         Ok(Pipeline { source, lake, options, run: RunId::current() })
     }
@@ -553,7 +551,7 @@ mod tests {
     fn options() -> ExportOptions {
         ExportOptions {
             concurrency: NonZeroUsize::new(3).expect("nonzero"),
-            page_size: 100,
+            page_size: PageSize::new(100).expect("page size"),
             now: Some(1_000 * DAY),
             ..ExportOptions::default()
         }

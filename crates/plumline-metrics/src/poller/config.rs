@@ -2,9 +2,10 @@
 //! [`NoCallsAlertConfig`], the quiet window published per number.
 
 use std::collections::{BTreeMap, HashSet};
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use plumline_api::MAX_LIMIT;
+use plumline_api::PageSize;
 
 use crate::error::MetricsError;
 
@@ -21,12 +22,12 @@ pub struct PollerConfig {
     /// lists them only once they end. Longer calls are missed. Defaults to
     /// [`plumline_api::LONGEST_CALL`], the export's settle margin.
     pub max_call_duration: Duration,
-    /// Calls per page request when a window is fetched (1..=10000).
-    pub page_size: u32,
+    /// Calls per page request when a window is fetched.
+    pub page_size: PageSize,
     /// Numbers polled (and backfill windows fetched) at once (>= 1).
-    pub concurrency: usize,
+    pub concurrency: NonZeroUsize,
     /// Capacity of each number's dedupe set (>= 1).
-    pub max_tracked_calls: usize,
+    pub max_tracked_calls: NonZeroUsize,
     /// The quiet window after which the "no calls" alert should fire, per
     /// number: published as `plum_fuse_no_calls_alert_after_seconds`.
     pub no_calls_alert: NoCallsAlertConfig,
@@ -118,9 +119,9 @@ impl Default for PollerConfig {
             numbers: Vec::new(),
             interval: Duration::from_secs(60),
             max_call_duration: plumline_api::LONGEST_CALL,
-            page_size: plumline_api::BULK_PAGE_SIZE,
-            concurrency: 4,
-            max_tracked_calls: 200_000,
+            page_size: PageSize::MAX,
+            concurrency: NonZeroUsize::new(4).unwrap_or(NonZeroUsize::MIN),
+            max_tracked_calls: NonZeroUsize::new(200_000).unwrap_or(NonZeroUsize::MIN),
             no_calls_alert: NoCallsAlertConfig::default(),
         }
     }
@@ -130,8 +131,8 @@ impl PollerConfig {
     /// Checks every value; the error names the field.
     ///
     /// # Errors
-    /// [`MetricsError::InvalidConfig`] for a zero interval, reach-back or
-    /// concurrency, a page size outside 1..=10000, a duration beyond 100
+    /// [`MetricsError::InvalidConfig`] for a zero interval or reach-back, a
+    /// duration beyond 100
     /// years, a number given twice or empty, or a "no calls" window that is
     /// zero, a day or longer, or given for a number not polled
     /// (`no_calls_alert`, see [`NoCallsAlertConfig`]).
@@ -144,18 +145,6 @@ impl PollerConfig {
         }
         if self.max_call_duration.is_zero() {
             return invalid("max_call_duration", "must be greater than zero (e.g. 4h)".into());
-        }
-        if !(1..=MAX_LIMIT).contains(&self.page_size) {
-            return invalid(
-                "page_size",
-                format!("{} is out of range: the API accepts 1 to {MAX_LIMIT}", self.page_size),
-            );
-        }
-        if self.concurrency == 0 {
-            return invalid("concurrency", "must be at least 1".into());
-        }
-        if self.max_tracked_calls == 0 {
-            return invalid("max_tracked_calls", "must be at least 1".into());
         }
         for (field, d) in [("interval", self.interval), ("max_call_duration", self.max_call_duration)] {
             if d > CENTURY {
@@ -198,11 +187,9 @@ mod tests {
             ..PollerConfig::default()
         };
         assert!(ok.validate().is_ok());
-        let cases: [(Change, &str, &str); 6] = [
+        let cases: [(Change, &str, &str); 4] = [
             (|c| c.interval = Duration::ZERO, "interval", "must be greater than zero"),
             (|c| c.max_call_duration = Duration::ZERO, "max_call_duration", "must be greater than zero"),
-            (|c| c.page_size = 0, "page_size", "out of range"),
-            (|c| c.concurrency = 0, "concurrency", "at least 1"),
             (|c| c.numbers = vec!["1".into(), "1".into()], "numbers", "twice"),
             (|c| c.max_call_duration = Duration::from_secs(u64::MAX / 2), "max_call_duration", "century"),
         ];

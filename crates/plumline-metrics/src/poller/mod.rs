@@ -187,7 +187,7 @@ impl<S: PageSource> Poller<S> {
             config.numbers.iter().cloned().map(Some).collect()
         };
         let targets =
-            numbers.into_iter().map(|number| Target::new(number, config.max_tracked_calls)).collect();
+            numbers.into_iter().map(|number| Target::new(number, config.max_tracked_calls.get())).collect();
         Ok(Poller {
             source,
             metrics,
@@ -389,7 +389,7 @@ async fn run_backfill<S: PageSource>(
         now: backfill.now,
         anchor: backfill.anchor,
         reach_back: secs(config.max_call_duration),
-        page_size: config.page_size,
+        page_size: config.page_size.get(),
     };
     // Calls from here on may be listed again by the first poll: remember them.
     let live_from = backfill.now.saturating_sub(ctx.reach_back);
@@ -412,7 +412,7 @@ async fn run_backfill<S: PageSource>(
             .collect();
     let n_jobs = jobs.len();
     let mut done = 0usize;
-    let mut answers = futures::stream::iter(jobs).buffer_unordered(config.concurrency);
+    let mut answers = futures::stream::iter(jobs).buffer_unordered(config.concurrency.get());
     let mut evicted = 0;
     while let Some(((index, start, end), answer)) = answers.next().await {
         let target = &mut targets[index];
@@ -486,7 +486,7 @@ async fn poll_targets<S: PageSource>(
         now,
         anchor: *anchor,
         reach_back: secs(config.max_call_duration),
-        page_size: config.page_size,
+        page_size: config.page_size.get(),
     };
     let ctx = &ctx;
     // Futures built eagerly (no closure inside the stream) keep the poll
@@ -505,7 +505,8 @@ async fn poll_targets<S: PageSource>(
             (target.number.clone(), tally, result)
         })
         .collect();
-    let results: Vec<_> = futures::stream::iter(polls).buffer_unordered(config.concurrency).collect().await;
+    let results: Vec<_> =
+        futures::stream::iter(polls).buffer_unordered(config.concurrency.get()).collect().await;
     let mut report =
         PollReport { window_end: now, backfill: false, counted: 0, requests: 0, errors: Vec::new() };
     let mut evicted = 0;
@@ -544,9 +545,10 @@ pub fn attributed_number<'a>(call_type: &CallType, dest: &'a str) -> &'a str {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+    use std::num::NonZeroUsize;
     use std::sync::atomic::{AtomicBool, AtomicI64};
 
-    use plumline_api::{Call, PageRequest};
+    use plumline_api::{Call, PageRequest, PageSize};
     use plumline_sim::memory::MemorySource;
 
     use super::*;
@@ -608,9 +610,9 @@ mod tests {
             numbers: numbers.iter().map(|n| (*n).to_owned()).collect(),
             interval: Duration::from_secs(60),
             max_call_duration: Duration::from_secs(3600),
-            page_size: 2,
-            concurrency: 2,
-            max_tracked_calls: 1_000,
+            page_size: PageSize::new(2).expect("page size"),
+            concurrency: NonZeroUsize::new(2).expect("nonzero"),
+            max_tracked_calls: NonZeroUsize::new(1_000).expect("nonzero"),
             no_calls_alert: NoCallsAlertConfig::default(),
         }
     }
@@ -693,7 +695,8 @@ mod tests {
                 call(&format!("h{h}"), "100", CallType::Inbound, DAY0 + h * 3_600 + 10, DAY0 + h * 3_600 + 70)
             })
             .collect();
-        let (mut poller, api, now) = setup(calls, PollerConfig { concurrency: 1, ..config(&["100"]) });
+        let (mut poller, api, now) =
+            setup(calls, PollerConfig { concurrency: NonZeroUsize::MIN, ..config(&["100"]) });
         now.store(T0, Ordering::SeqCst);
         api.source.set_delay(Duration::from_millis(20));
         let cancelled = tokio::time::timeout(Duration::from_millis(90), poller.poll_once()).await;
@@ -751,8 +754,10 @@ mod tests {
             let end = start + i64::try_from(dur).expect("small");
             calls.push(call(&format!("s{i}"), "100", CallType::Inbound, start, end));
         }
-        let (mut poller, api, now) =
-            setup(calls.clone(), PollerConfig { page_size: 100, ..config(&["100"]) });
+        let (mut poller, api, now) = setup(
+            calls.clone(),
+            PollerConfig { page_size: PageSize::new(100).expect("page size"), ..config(&["100"]) },
+        );
         let (mut polls, mut requests) = (0u64, 0u64);
         let mut t = T0;
         while t < T0 + 3_600 {
@@ -845,8 +850,10 @@ mod tests {
         let calls: Vec<Call> = (0..30)
             .map(|i| call(&format!("c{i}"), "100", CallType::Inbound, T0 - 600 + i * 10, T0 - 590 + i * 10))
             .collect();
-        let (mut poller, _api, now) =
-            setup(calls, PollerConfig { max_tracked_calls: 10, ..config(&["100"]) });
+        let (mut poller, _api, now) = setup(
+            calls,
+            PollerConfig { max_tracked_calls: NonZeroUsize::new(10).expect("nonzero"), ..config(&["100"]) },
+        );
         for step in 0..5 {
             now.store(T0 + step * 60, Ordering::SeqCst);
             assert!(poller.poll_once().await.is_success());

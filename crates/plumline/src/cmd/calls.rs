@@ -4,7 +4,7 @@ use std::io::{self, BufWriter, ErrorKind};
 
 use anyhow::Context as _;
 use futures::TryStreamExt as _;
-use plumline_api::{BULK_PAGE_SIZE, CallQuery, DEFAULT_LIMIT, all_pages};
+use plumline_api::{BULK_PAGE_SIZE, CallQuery, DEFAULT_LIMIT, PageSize, all_pages};
 
 use crate::args::ApiArgs;
 use crate::output::{CallWriter, OutputFormat};
@@ -23,7 +23,7 @@ pub struct Args {
 
     /// Calls per page (1..=10000; default 1000); with --all, the page size (default 10000).
     #[arg(long, value_name = "N", value_parser = super::page_size)]
-    limit: Option<u32>,
+    limit: Option<PageSize>,
 
     /// Index of the first call of the page (without --all).
     #[arg(long, default_value_t = 0, value_name = "N", conflicts_with = "all")]
@@ -58,7 +58,7 @@ struct Reached {
 /// page, a JSON array left unclosed), and nothing else is left behind.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let (tz, range) = args.range.parse()?;
-    let limit = args.limit.unwrap_or(if args.all { BULK_PAGE_SIZE } else { DEFAULT_LIMIT });
+    let limit = args.limit.map_or(if args.all { BULK_PAGE_SIZE } else { DEFAULT_LIMIT }, PageSize::get);
     let client = args.api.client()?;
     let (start, end) = range.api_window();
     let query = CallQuery::new(start, end)?.with_number(args.number.clone());

@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use jiff::Timestamp;
 use jiff::civil::Date;
-use plumline_api::{BULK_PAGE_SIZE, LONGEST_CALL, PageSource};
+use plumline_api::{LONGEST_CALL, PageSize, PageSource};
 use plumline_export::{
     ExportEvent, ExportObserver, ExportOptions, ExportPlan, ExportSummary, Lake, LakeOptions, Pipeline,
 };
@@ -60,8 +60,8 @@ pub struct Args {
     days_in_flight: Option<NonZeroUsize>,
 
     /// Calls per API page (1..=10000).
-    #[arg(long, default_value_t = BULK_PAGE_SIZE, value_name = "N", value_parser = super::page_size)]
-    page_size: u32,
+    #[arg(long, default_value_t = PageSize::MAX, value_name = "N", value_parser = super::page_size)]
+    page_size: PageSize,
 
     /// Export days again even when an earlier run committed them.
     #[arg(long)]

@@ -4,12 +4,13 @@
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use plumline_api::BULK_PAGE_SIZE;
+use plumline_api::PageSize;
 use plumline_metrics::{
     BasicAuth, DEFAULT_NO_CALLS_ALERT_AFTER, Metrics, MetricsError, MetricsServer, NoCallsAlertConfig,
     Poller, PollerConfig, TlsConfig, run_exporter,
@@ -98,17 +99,17 @@ pub struct Args {
     max_call_duration: Duration,
 
     /// Numbers polled (and backfill windows fetched) at once.
-    #[arg(long, default_value_t = 4, value_name = "N")]
-    concurrency: usize,
+    #[arg(long, default_value = "4", value_name = "N", value_parser = super::at_least_one)]
+    concurrency: NonZeroUsize,
 
     /// Calls per API request when a window is fetched (1..=10000).
-    #[arg(long, default_value_t = BULK_PAGE_SIZE, value_name = "N")]
-    page_size: u32,
+    #[arg(long, default_value_t = PageSize::MAX, value_name = "N", value_parser = super::page_size)]
+    page_size: PageSize,
 
     /// Session ids remembered per number (the calls of --max-call-duration plus one interval; ~100
     /// bytes each plus the id); when full the number reaches back less far.
-    #[arg(long, default_value_t = 200_000, value_name = "N")]
-    max_tracked_calls: usize,
+    #[arg(long, default_value = "200000", value_name = "N", value_parser = super::at_least_one)]
+    max_tracked_calls: NonZeroUsize,
 
     /// Quiet time after which the "no calls" alert should fire (published as
     /// plum_fuse_no_calls_alert_after_seconds): DURATION for every number (default 2h), or
@@ -204,9 +205,6 @@ fn flag_words(error: MetricsError) -> anyhow::Error {
             let flag = match field {
                 "interval" => "--interval",
                 "max_call_duration" => "--max-call-duration",
-                "page_size" => "--page-size",
-                "concurrency" => "--concurrency",
-                "max_tracked_calls" => "--max-tracked-calls",
                 "numbers" => "--number",
                 "no_calls_alert" => "--no-calls-alert-after",
                 "basic_auth.username" => "--basic-auth-user",

@@ -5,6 +5,8 @@
 
 use std::num::NonZeroUsize;
 
+use plumline_api::PageSize;
+
 pub mod calls;
 pub mod completions;
 pub mod demo;
@@ -15,10 +17,9 @@ pub mod sim;
 pub mod verify;
 
 /// A page size the API accepts (1..=10000).
-pub fn page_size(value: &str) -> Result<u32, String> {
+pub fn page_size(value: &str) -> Result<PageSize, String> {
     let n: u32 = value.trim().parse().map_err(|_| format!("`{value}` is not a whole number"))?;
-    plumline_api::validate_limit(n).map_err(|e| e.to_string())?;
-    Ok(n)
+    PageSize::new(n).map_err(|e| e.to_string())
 }
 
 /// A count of at least one (requests or days in flight).
@@ -33,7 +34,7 @@ mod tests {
 
     #[test]
     fn shared_parsers() {
-        assert_eq!(page_size("10000"), Ok(10_000));
+        assert_eq!(page_size("10000"), Ok(PageSize::MAX));
         for (bad, needle) in [("0", "page size 0"), ("10001", "1 to 10000"), ("x", "whole number")] {
             let err = page_size(bad).expect_err(bad);
             assert!(err.contains(needle), "{bad}: {err}");

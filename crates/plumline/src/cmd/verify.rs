@@ -5,7 +5,7 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use plumline_api::BULK_PAGE_SIZE;
+use plumline_api::PageSize;
 use plumline_export::{
     DayStatus, ExportOptions, ExportPlan, Lake, LakeVerifier, VerifyOptions, VerifyReport,
 };
@@ -67,8 +67,8 @@ pub struct Args {
     repair: bool,
 
     /// Calls per API page when repairing (1..=10000).
-    #[arg(long, default_value_t = BULK_PAGE_SIZE, value_name = "N", value_parser = super::page_size)]
-    page_size: u32,
+    #[arg(long, default_value_t = PageSize::MAX, value_name = "N", value_parser = super::page_size)]
+    page_size: PageSize,
 
     #[command(flatten)]
     api: ApiArgs,
