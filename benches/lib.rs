@@ -121,11 +121,7 @@ impl Scenario {
     /// The scenario with every day read twice: its requests are twice a
     /// read's, so its budget and ideal double.
     #[must_use]
-    pub fn with_reread(self) -> Self {
-        let name = match self.name {
-            "1M calls, 31 days, no latency" => "1M calls, 31 days, --reread",
-            _ => "300 pages x 100 ms, --reread",
-        };
+    pub fn with_reread(self, name: &'static str) -> Self {
         Scenario { name, reread: true, ..self }
     }
 
@@ -146,8 +142,8 @@ impl Scenario {
             Scenario::four_big_days(false),
             Scenario::one_big_day(true),
             Scenario::four_big_days(true),
-            Scenario::throughput().with_reread(),
-            Scenario::latency_bound().with_reread(),
+            Scenario::throughput().with_reread("1M calls, 31 days, --reread"),
+            Scenario::latency_bound().with_reread("300 pages x 100 ms, --reread"),
         ]
     }
 

@@ -34,10 +34,7 @@ fn deploy_dir() -> PathBuf {
 /// every 200 ms, serving on 127.0.0.1.
 struct Setup {
     sim: SimServer,
-    metrics: Arc<Metrics>,
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), plumline_metrics::MetricsError>>,
+    exporter: Exporter,
 }
 
 impl Setup {
@@ -50,42 +47,14 @@ impl Setup {
             .with_live(true)
             .with_clock(SimClock::manual(T0));
         let sim = SimServer::start(config, ([127, 0, 0, 1], 0).into()).await.expect("start the simulator");
-        let client = Client::builder(sim.base_url(), Credentials::new(DEMO_EMAIL, DEMO_KEY))
-            .retry_policy(RetryPolicy {
-                max_attempts: 2,
-                initial_backoff: Duration::from_millis(1),
-                ..RetryPolicy::default()
-            })
-            .build()
-            .expect("client");
-        let metrics = Arc::new(Metrics::new().expect("metrics"));
-        let clock = sim.simulator().clock().clone();
-        let poller = Poller::new(
-            client,
-            Arc::clone(&metrics),
-            PollerConfig {
-                numbers: sim.simulator().numbers().to_vec(),
-                interval: Duration::from_millis(200),
-                max_call_duration: Duration::from_secs(MAX_CALL_SECS.unsigned_abs()),
-                ..PollerConfig::default()
-            },
-        )
-        .expect("poller")
-        .with_clock(Arc::new(move || clock.now()));
-        let server =
-            MetricsServer::bind(([127, 0, 0, 1], 0).into(), Arc::clone(&metrics), None).await.expect("bind");
-        let addr = server.local_addr();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(run_exporter(poller, server, async move {
-            let _ = stopped.await;
-        }));
+        let exporter = Exporter::start(&sim, ([127, 0, 0, 1], 0).into(), plumline_api::MAX_LIMIT).await;
         // The backfill reads up to `T0`: wait for it before anyone moves the clock.
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !metrics.up() {
+        while !exporter.metrics.up() {
             assert!(Instant::now() < deadline, "the first poll never succeeded");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Setup { sim, metrics, addr, stop: Some(stop), task }
+        Setup { sim, exporter }
     }
 
     /// Moves the simulated clock forward in steps and waits (bounded) until
@@ -98,8 +67,8 @@ impl Setup {
         let want = self.truth();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let got: u64 = self.metrics.call_series().values().map(|s| s.calls).sum();
-            if got == want && self.metrics.up() {
+            let got = self.exporter.total();
+            if got == want && self.exporter.metrics.up() {
                 return want;
             }
             assert!(Instant::now() < deadline, "exporter counted {got}, truth {want}");
@@ -111,12 +80,8 @@ impl Setup {
         truth(&self.sim)
     }
 
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let done = tokio::time::timeout(Duration::from_secs(10), self.task).await;
-        assert!(matches!(done, Ok(Ok(Ok(())))), "exporter did not stop cleanly: {done:?}");
+    async fn stop(self) {
+        self.exporter.stop().await;
         self.sim.shutdown().await;
     }
 }
@@ -220,7 +185,7 @@ async fn promtool_check_metrics_passes_on_a_real_scrape() {
     };
     let setup = Setup::start().await;
     setup.advance_and_settle(3).await;
-    let (status, body) = http_get(setup.addr, "/metrics").await;
+    let (status, body) = http_get(setup.exporter.addr, "/metrics").await;
     assert_eq!(status, 200, "{body}");
     assert!(
         body.contains("plum_fuse_calls_total{")
@@ -306,7 +271,7 @@ async fn real_prometheus_scrapes_the_exporter_and_promql_matches_the_ground_trut
         &config,
         format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: plumline\n    static_configs:\n      - targets: [\"{}\"]\n",
-            setup.addr
+            setup.exporter.addr
         ),
     )
     .expect("write config");

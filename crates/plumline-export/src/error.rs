@@ -337,9 +337,8 @@ impl ExportError {
         ExportError::ObjectStore { action, location: location.into(), source }
     }
 
-    pub(crate) fn calendar(what: impl Into<String>) -> impl FnOnce(jiff::Error) -> Self {
-        let what = what.into();
-        move |source| PlanError::OutsideCalendar { what, source }.into()
+    pub(crate) fn calendar(what: impl Into<String>, source: jiff::Error) -> Self {
+        PlanError::OutsideCalendar { what: what.into(), source }.into()
     }
 
     pub(crate) fn query(source: ApiError) -> Self {

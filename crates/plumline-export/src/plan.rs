@@ -125,7 +125,7 @@ impl ExportPlan {
         if filters.is_empty() {
             filters.push(None);
         }
-        let bad_time = |e: jiff::Error| ExportError::calendar("the range")(e);
+        let bad_time = |e| ExportError::calendar("the range", e);
         let mut date = Timestamp::from_second(start).map_err(bad_time)?.to_zoned_datetime(tz.clone()).date();
         let mut partitions = Vec::new();
         let (requested_start, requested_end) = (start, end);

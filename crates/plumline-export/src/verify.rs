@@ -511,7 +511,7 @@ fn disagreement(
 
 /// `[midnight, next midnight)` of `date` in `tz`, as UNIX seconds.
 fn whole_day(date: Date, tz: &TimeZone) -> Result<(i64, i64), ExportError> {
-    let bad = |e: jiff::Error| ExportError::calendar(date.to_string())(e);
+    let bad = |e| ExportError::calendar(date.to_string(), e);
     let start_of = |d: Date| -> Result<i64, jiff::Error> {
         Ok(d.to_zoned_datetime(tz.clone())?.start_of_day()?.timestamp().as_second())
     };

@@ -52,7 +52,6 @@ use crate::progress::{ExportEvent, ExportObserver, NoProgress};
 use crate::sink::ParquetSink;
 
 /// A day read to the end: its sink holds every row, ready to finish.
-#[allow(dead_code, reason = "requests is for the run's summary")]
 pub(super) struct DayRead {
     pub(super) sink: ParquetSink,
     /// The last (consistent, or open and accepted) attempt.
@@ -67,10 +66,7 @@ pub(super) struct DayRead {
 
 /// One attempt at a day.
 #[derive(Debug)]
-#[allow(dead_code, reason = "rows and out_of_window are for the run's summary")]
 pub(super) struct DayFetch {
-    /// Rows written: distinct calls listed whose start is in the day's window.
-    pub(super) rows: u64,
     /// The `total_calls` of the attempt's first answer.
     pub(super) total: u64,
     /// Pages of the day's listing fetched.
@@ -168,7 +164,6 @@ struct Ledger {
     paging: Paging,
     /// The calls listed so far (in the window or not), in bounded memory.
     seen: Seen,
-    rows: u64,
     out_of_window: u64,
     pages: u64,
     /// The last page taken, to check the next one against.
@@ -318,7 +313,6 @@ impl<S: PageSource + 'static> Pipeline<S> {
             total,
             paging,
             seen: Seen::new(),
-            rows: 0,
             out_of_window: 0,
             pages: 1,
             prev: Listed::default(),
@@ -385,7 +379,6 @@ impl<S: PageSource + 'static> Pipeline<S> {
             );
         }
         Ok(DayFetch {
-            rows: ledger.rows,
             total,
             pages: ledger.pages,
             requests: cx.requests.load(Ordering::Relaxed),
@@ -647,7 +640,6 @@ impl Ledger {
         if n > 0 {
             rows.write(batch).await?;
         }
-        self.rows += n;
         cx.observer.on_event(&ExportEvent::PageWritten { day: cx.day.date(), calls: n });
         Ok(new)
     }
@@ -737,15 +729,10 @@ mod tests {
     use plumline_api::{ApiError, Call, CallType};
     use plumline_sim::memory::{Change, MemorySource};
 
-    use crate::lake::Lake as LakeDest;
+    use crate::ExportError;
     use crate::pipeline::ExportOptions;
     use crate::pipeline::consistency::{Paging, minimum_requests};
-    use crate::plan::ExportPlan;
-    use crate::progress::ExportSummary;
-    use crate::reader::lake_files;
-    use crate::{ExportError, NoProgress, Pipeline};
-
-    const DAY: i64 = 86_400;
+    use crate::pipeline::testing::{DAY, export, lake_batches};
 
     #[test]
     fn kept_rows_as_one_run() {
@@ -797,32 +784,15 @@ mod tests {
         }
     }
 
-    async fn export(
-        source: &Arc<MemorySource>,
-        dir: &std::path::Path,
-        options: ExportOptions,
-        days: i64,
-    ) -> Result<ExportSummary, ExportError> {
-        let plan = ExportPlan::new(0, days * DAY, TimeZone::UTC, &[]).expect("plan");
-        let pipeline = Pipeline::new(Arc::clone(source), LakeDest::local(dir), options).expect("pipeline");
-        pipeline.run(&plan, &NoProgress).await
-    }
-
     type Lake = BTreeMap<String, Vec<(String, i64)>>;
 
     /// The lake's rows as (session id, start) per day, sorted; a call filed
     /// twice shows twice.
     fn lake(dir: &std::path::Path) -> Lake {
         let mut out = Lake::new();
-        for (day, path) in lake_files(dir).expect("list") {
-            let file = std::fs::File::open(path).expect("open");
-            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-                .expect("parquet")
-                .build()
-                .expect("reader");
+        for (day, batches) in lake_batches(dir) {
             let rows = out.entry(day).or_default();
-            for batch in reader {
-                let batch = batch.expect("batch");
+            for batch in batches {
                 let ids = batch.column_by_name("session_id").expect("session_id").as_string::<i32>().clone();
                 let starts = batch.column_by_name("start").expect("start");
                 let starts = starts.as_primitive::<TimestampMillisecondType>();
@@ -856,14 +826,15 @@ mod tests {
         let (got, want) = (lake(dir), expected(&source.truth(), days));
         for (day, rows) in &want {
             let have = got.get(day).map_or(&[][..], Vec::as_slice);
-            let missing: Vec<_> = rows.iter().filter(|r| !have.contains(r)).collect();
-            let extra: Vec<_> = have.iter().filter(|r| !rows.contains(r)).collect();
-            assert!(
-                have == rows.as_slice(),
-                "{day}: {} rows, want {}; missing {missing:?}, extra {extra:?}",
-                have.len(),
-                rows.len()
-            );
+            if have != rows.as_slice() {
+                let missing: Vec<_> = rows.iter().filter(|r| !have.contains(r)).take(5).collect();
+                let extra: Vec<_> = have.iter().filter(|r| !rows.contains(r)).take(5).collect();
+                panic!(
+                    "{day}: {} rows, want {}; missing {missing:?}, extra {extra:?}",
+                    have.len(),
+                    rows.len()
+                );
+            }
         }
         assert_eq!(got.len(), want.len(), "days in the lake");
     }
@@ -1013,16 +984,8 @@ mod tests {
         let source = Arc::new(MemorySource::new(calls(1, 450, 60, 0, 1)).with_changes(edit));
         let reread = ExportOptions { reread: true, ..options(100, 1) };
         export(&source, dir.path(), reread, 1).await.expect("export");
-        let file = lake_files(dir.path()).expect("list").remove(0).1;
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-            std::fs::File::open(file).expect("open"),
-        )
-        .expect("parquet")
-        .build()
-        .expect("reader");
         let mut duration = None;
-        for batch in reader {
-            let batch = batch.expect("batch");
+        for batch in lake_batches(dir.path()).into_iter().flat_map(|(_, batches)| batches) {
             let ids = batch.column_by_name("session_id").expect("id").as_string::<i32>();
             let durations = batch.column_by_name("duration_s").expect("duration");
             let durations = durations.as_primitive::<arrow_array::types::Int64Type>();

@@ -7,6 +7,8 @@
 mod consistency;
 mod dedupe;
 mod fetch;
+#[cfg(test)]
+mod testing;
 
 use std::future::Future;
 use std::num::{NonZeroU32, NonZeroUsize};
@@ -520,14 +522,12 @@ struct Written {
 
 #[cfg(test)]
 mod tests {
-    use jiff::tz::TimeZone;
     use plumline_api::{ApiError, Call, CallType};
     use plumline_sim::memory::MemorySource;
 
     use super::*;
-    use crate::reader::lake_files;
 
-    const DAY: i64 = 86_400;
+    use super::testing::{DAY, export, lake_batches};
 
     fn calls(days: i64, per_day: i64) -> Vec<Call> {
         let mut out = Vec::new();
@@ -557,29 +557,12 @@ mod tests {
         }
     }
 
-    async fn export(
-        source: &Arc<MemorySource>,
-        dir: &std::path::Path,
-        options: ExportOptions,
-        days: i64,
-    ) -> Result<ExportSummary, ExportError> {
-        let plan = ExportPlan::new(0, days * DAY, TimeZone::UTC, &[]).expect("plan");
-        let pipeline = Pipeline::new(Arc::clone(source), Lake::local(dir), options).expect("pipeline");
-        pipeline.run(&plan, &crate::NoProgress).await
-    }
-
     /// Every session id in the lake, file by file in order.
     fn lake_ids(dir: &std::path::Path) -> Vec<String> {
         use arrow_array::cast::AsArray;
         let mut ids = Vec::new();
-        for (_, path) in lake_files(dir).expect("list") {
-            let file = std::fs::File::open(path).expect("open");
-            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-                .expect("parquet")
-                .build()
-                .expect("reader");
-            for batch in reader {
-                let batch = batch.expect("batch");
+        for (_, batches) in lake_batches(dir) {
+            for batch in batches {
                 let col = batch.column_by_name("session_id").expect("session_id");
                 ids.extend(col.as_string::<i32>().iter().map(|s| s.expect("non-null").to_owned()));
             }
