@@ -252,18 +252,18 @@ pub(crate) fn absorb(
         if call.end < ctx.anchor {
             continue;
         }
-        metrics.record_call_ended_at(
-            target.label(call),
-            call.call_type.as_str(),
-            call.duration_secs(),
-            call.end,
-        );
-        tally.counted += 1;
+        count(metrics, target, call, tally);
         if live {
             metrics.record_detection_lag((ctx.now - call.end) as f64);
             target.prior.observe(ctx.now - call.start);
         }
     }
+}
+
+/// Counts `call`, which ended today, in `target`'s series.
+pub(crate) fn count(metrics: &Metrics, target: &Target, call: &Call, tally: &mut Tally) {
+    metrics.record_call_ended_at(target.label(call), call.call_type.as_str(), call.duration_secs(), call.end);
+    tally.counted += 1;
 }
 
 /// Pages through `[a, b]` whole; returns the largest `total_calls` seen and

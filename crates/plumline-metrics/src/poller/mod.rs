@@ -28,7 +28,8 @@ use crate::dedupe::SeenCalls;
 use crate::error::MetricsError;
 use crate::metrics::Metrics;
 use crate::search::{
-    DAY_SECS, PollContext, TUNING, Tally, Target, Tuning, absorb, dedupe_chunk, fetch_window, poll_target,
+    DAY_SECS, PollContext, TUNING, Tally, Target, Tuning, absorb, count, dedupe_chunk, fetch_window,
+    poll_target,
 };
 
 /// The `number` label of calls that cannot be attributed to a deployment
@@ -427,13 +428,7 @@ async fn run_backfill<S: PageSource>(
                     calls.into_iter().partition(|c| c.start >= live_from);
                 for call in settled.iter().filter(|c| (start..=end).contains(&c.start)) {
                     if call.end >= ctx.anchor && call.end < ctx.anchor + DAY_SECS {
-                        metrics.record_call_ended_at(
-                            target.label(call),
-                            call.call_type.as_str(),
-                            call.duration_secs(),
-                            call.end,
-                        );
-                        tally.counted += 1;
+                        count(metrics, target, call, &mut tally);
                     }
                 }
                 absorb(metrics, target, &ctx, (start, end), &live, false, &mut tally);
