@@ -164,15 +164,20 @@ fn get(addr: SocketAddr, path: &str, auth: Option<&str>) -> String {
     answer
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn serves_metrics_behind_basic_auth_and_stops_on_sigterm() {
+/// A live simulator (calls listed once ended) with data around the wall
+/// clock, busy enough that every number has calls within a few seconds.
+fn live_config() -> SimConfig {
     let now =
         i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs()).expect("time");
-    let config = SimConfig::default()
+    SimConfig::default()
         .with_live(true)
         .with_calls_per_day(20_000.0)
-        .with_data_range(now - 86_400, now + 86_400);
-    let server = sim(config).await;
+        .with_data_range(now - 86_400, now + 86_400)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serves_metrics_behind_basic_auth_and_stops_on_sigterm() {
+    let server = sim(live_config()).await;
     let number = server.simulator().numbers()[0].clone();
     let mut cmd = exporter(plumline(&server));
     // "prom:pw-123" in base64.
@@ -291,13 +296,7 @@ fn sample(scrape: &str, name: &str, number: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn publishes_the_last_call_and_the_no_calls_window_per_number() {
-    let now =
-        i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs()).expect("time");
-    let config = SimConfig::default()
-        .with_live(true)
-        .with_calls_per_day(20_000.0)
-        .with_data_range(now - 86_400, now + 86_400);
-    let server = sim(config).await;
+    let server = sim(live_config()).await;
     let (busy, quiet) = (server.simulator().numbers()[0].clone(), server.simulator().numbers()[1].clone());
     let mut cmd = exporter(plumline(&server));
     cmd.args(["--listen", "127.0.0.1:0", "--interval", "1s", "--number", &busy, "--number", &quiet]).args([
