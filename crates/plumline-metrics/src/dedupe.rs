@@ -99,6 +99,21 @@ impl SeenCalls {
         range.count() as u64
     }
 
+    /// The held calls that started in `[start, end]`, as `(start, id)`,
+    /// oldest start first (ids ascending within a start).
+    pub(crate) fn iter_in(&self, start: i64, end: i64) -> impl Iterator<Item = (i64, &Arc<str>)> + '_ {
+        let empty: Arc<str> = Arc::from("");
+        let range = if start > end {
+            None
+        } else {
+            Some(self.by_start.range((
+                Bound::Included((start, Arc::clone(&empty))),
+                Bound::Excluded((end.saturating_add(1), empty)),
+            )))
+        };
+        range.into_iter().flatten().map(|(start, id)| (*start, id))
+    }
+
     /// The start of the `n`-th newest held call (0: the newest) among those
     /// starting at or before `end`, if there are that many.
     #[must_use]

@@ -209,6 +209,17 @@ impl<S: PageSource> Poller<S> {
         self
     }
 
+    /// The same poller without the search in the API's listing order: every
+    /// poll runs the order-free count search. For benchmarks and tests that
+    /// compare the two; the exporter never needs it, as the poller falls
+    /// back to counting by itself when the order does not hold.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn count_search_only(mut self) -> Self {
+        self.tuning.ordered = false;
+        self
+    }
+
     /// The metrics this poller records into.
     #[must_use]
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -421,6 +432,7 @@ async fn run_backfill<S: PageSource>(
             Ok((_, calls)) => {
                 backfill.pending.retain(|w| *w != (index, start, end));
                 let mut tally = Tally::default();
+                target.order.observe(&calls);
                 let calls = dedupe_chunk(calls);
                 // Calls that started before `live_from` are never listed
                 // again by a poll: counted, not remembered.

@@ -27,14 +27,20 @@
 //! assumed to only grow (a listed call stays listed): a window whose count
 //! fell is treated as holding nothing new.
 
+mod ordered;
+
 use std::collections::HashSet;
 
 use futures::{StreamExt as _, TryStreamExt as _};
 use plumline_api::{ApiError, Call, CallPage, CallQuery, PageSource, all_pages};
+use tracing::debug;
 
 use crate::dedupe::{Insert, SeenCalls};
 use crate::metrics::Metrics;
 use crate::poller::attributed_number;
+
+pub(crate) use self::ordered::OrderEvidence;
+use self::ordered::Outcome;
 
 /// Seconds in a UTC day.
 pub(crate) const DAY_SECS: i64 = 86_400;
@@ -42,8 +48,13 @@ pub(crate) const DAY_SECS: i64 = 86_400;
 /// How the search trades requests against bytes; see the module docs.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Tuning {
+    /// Whether the ordered search may run (see `ordered.rs`).
+    pub(crate) ordered: bool,
     /// Held calls in the newest window, fetched whole every poll.
     pub(crate) recent_known: usize,
+    /// In listing order, the first request reads this many calls more
+    /// than `recent_known` (the new calls among them).
+    pub(crate) recent_extra: u64,
     /// A window holding at most this many calls is fetched, not counted.
     pub(crate) small_fetch: u64,
     /// A window whose count grew by `d` is fetched once its total is at most
@@ -66,7 +77,9 @@ pub(crate) struct Tuning {
 }
 
 pub(crate) const TUNING: Tuning = Tuning {
+    ordered: true,
     recent_known: 12,
+    recent_extra: 4,
     small_fetch: 2,
     fetch_ratio: 3,
     fetch_slack: 2,
@@ -138,11 +151,17 @@ impl AgePrior {
     /// `now`: `m` with `a < m <= b`, the older half `[a, m - 1]` and the
     /// younger `[m, b]` holding about the same expected new calls.
     pub(crate) fn split(&self, now: i64, a: i64, b: i64) -> Option<i64> {
+        self.split_younger(now, a, b, 0.5)
+    }
+
+    /// Like [`AgePrior::split`], with the younger part `[m, b]` holding
+    /// about `share` (in `(0, 1)`) of the expected new calls.
+    pub(crate) fn split_younger(&self, now: i64, a: i64, b: i64, share: f64) -> Option<i64> {
         if a >= b {
             return None;
         }
         let (x_young, x_old) = (log_age(now - b), log_age(now - a));
-        let half = self.mass(x_young, x_old) / 2.0;
+        let half = self.mass(x_young, x_old) * share;
         // Bisection on the monotone mass function: 40 steps are plenty.
         let (mut lo, mut hi) = (x_young, x_old);
         for _ in 0..40 {
@@ -176,6 +195,48 @@ pub(crate) struct Target {
     pub(crate) horizon: i64,
     /// Where new calls started in this number's past polls.
     pub(crate) prior: AgePrior,
+    /// What the API's answers say of its listing order.
+    pub(crate) order: OrderEvidence,
+    /// Which search has been cheaper for this number lately.
+    pub(crate) costs: SearchCosts,
+}
+
+/// Requests per new call (plus one) of recent polls, by search: a listing
+/// that moves a lot while a poll runs (a slow API at a busy hour) makes the
+/// ordered search start over often, and then the count search is cheaper.
+/// The cheaper one runs; every [`SearchCosts::EXPLORE`]th poll tries the other.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct SearchCosts {
+    ordered: Option<f64>,
+    counts: Option<f64>,
+    polls: u64,
+}
+
+impl SearchCosts {
+    const EXPLORE: u64 = 16;
+    /// A search cheaper than this share of the other's cost is not questioned.
+    const CLEAR: f64 = 0.7;
+    /// Weight of the newest poll in the running means.
+    const WEIGHT: f64 = 0.1;
+
+    /// Whether this poll should try the ordered search (when an order is known).
+    fn ordered_next(&mut self) -> bool {
+        self.polls += 1;
+        let explore = self.polls.is_multiple_of(Self::EXPLORE);
+        match (self.ordered, self.counts) {
+            // Far cheaper (by a third or more): no need to try the other.
+            (Some(ordered), Some(counts)) if ordered <= counts => !explore || ordered < Self::CLEAR * counts,
+            (Some(ordered), Some(counts)) => explore && counts >= Self::CLEAR * ordered,
+            (None, _) => true,
+            (Some(_), None) => explore,
+        }
+    }
+
+    fn record(&mut self, ordered: bool, requests: u64, counted: u64) {
+        let cost = requests as f64 / (counted + 1) as f64;
+        let mean = if ordered { &mut self.ordered } else { &mut self.counts };
+        *mean = Some(mean.map_or(cost, |m| m + Self::WEIGHT * (cost - m)));
+    }
 }
 
 impl Target {
@@ -186,6 +247,8 @@ impl Target {
             watermark: None,
             horizon: 0,
             prior: AgePrior::default(),
+            order: OrderEvidence::default(),
+            costs: SearchCosts::default(),
         }
     }
 
@@ -339,6 +402,37 @@ pub(crate) async fn poll_target<S: PageSource>(
     };
     let hi = ctx.now.max(0);
     let lo = watermark.saturating_sub(ctx.reach_back).max(target.horizon).clamp(0, hi);
+    let mut requests = 0;
+    let counted_before = tally.counted;
+    let order = target.order.order().filter(|_| tuning.ordered);
+    let ordered = order.is_some() && target.costs.ordered_next();
+    if let Some(order) = order.filter(|_| ordered) {
+        let outcome =
+            ordered::poll(source, metrics, ctx, tuning, target, (lo, hi), order, tally, &mut requests).await?;
+        if outcome == Outcome::Broken {
+            debug!(requests, "answers did not fit the listing order: counting instead");
+            requests += count_search(source, metrics, ctx, tuning, target, (lo, hi), tally).await?;
+        }
+    } else {
+        requests += count_search(source, metrics, ctx, tuning, target, (lo, hi), tally).await?;
+    }
+    if order.is_some() {
+        target.costs.record(ordered, requests, tally.counted - counted_before);
+    }
+    Ok(requests)
+}
+
+/// The order-free search of `[lo, hi]` (see the module docs); returns how
+/// many requests it made.
+async fn count_search<S: PageSource>(
+    source: &S,
+    metrics: &Metrics,
+    ctx: &PollContext,
+    tuning: &Tuning,
+    target: &mut Target,
+    (lo, hi): (i64, i64),
+    tally: &mut Tally,
+) -> Result<u64, ApiError> {
     let recent_start = target
         .seen
         .nth_newest_start(hi, tuning.recent_known)
@@ -409,6 +503,7 @@ pub(crate) async fn poll_target<S: PageSource>(
                 }
             };
             spent += calls.len() as f64 + ANSWER_OVERHEAD;
+            target.order.observe(&calls);
             absorb(metrics, target, ctx, (probe.a, probe.b), &calls, true, tally);
             if probe.count_at.is_some() {
                 frontier.push(Node { a: probe.a, b: probe.b, total: Some(total), fetch: false });
@@ -486,3 +581,4 @@ mod tests {
         assert_eq!(kept.iter().map(|c| c.session_id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
     }
 }
+
