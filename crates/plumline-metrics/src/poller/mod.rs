@@ -506,6 +506,11 @@ async fn poll_targets<S: PageSource>(
             let span = info_span!("poll", number = target.number.as_deref().unwrap_or("*"));
             let result = poll_target(source, metrics, ctx, tuning, target, &mut tally).instrument(span).await;
             if result.is_ok() {
+                target.deferred = tally.deferred;
+            }
+            // A poll that left calls for the next keeps its watermark, so
+            // the next covers its window again.
+            if result.is_ok() && !tally.deferred {
                 target.watermark = Some(ctx.now);
                 target.seen.evict_started_before(ctx.now.saturating_sub(ctx.reach_back));
             }

@@ -199,6 +199,8 @@ pub(crate) struct Target {
     pub(crate) order: OrderEvidence,
     /// Which search has been cheaper for this number lately.
     pub(crate) costs: SearchCosts,
+    /// The last poll left calls for this one (its window is covered again).
+    pub(crate) deferred: bool,
 }
 
 /// Requests per new call (plus one) of recent polls, by search: a listing
@@ -249,6 +251,7 @@ impl Target {
             prior: AgePrior::default(),
             order: OrderEvidence::default(),
             costs: SearchCosts::default(),
+            deferred: false,
         }
     }
 
@@ -265,6 +268,9 @@ pub(crate) struct Tally {
     pub(crate) counted: u64,
     /// Ids dropped early from a full dedupe set.
     pub(crate) evicted: u64,
+    /// The poll stopped before finding every new call (the listing moved
+    /// under it): the next one must cover its window again.
+    pub(crate) deferred: bool,
 }
 
 /// Values every window of one poll shares.
@@ -409,9 +415,18 @@ pub(crate) async fn poll_target<S: PageSource>(
     if let Some(order) = order.filter(|_| ordered) {
         let outcome =
             ordered::poll(source, metrics, ctx, tuning, target, (lo, hi), order, tally, &mut requests).await?;
-        if outcome == Outcome::Broken {
-            debug!(requests, "answers did not fit the listing order: counting instead");
-            requests += count_search(source, metrics, ctx, tuning, target, (lo, hi), tally).await?;
+        match outcome {
+            Outcome::Done => {}
+            // The next poll covers this window again and finds the rest,
+            // unless the last poll was already left to this one.
+            Outcome::Moved if !target.deferred => {
+                debug!(requests, "the listing moved during the poll: the next poll finds the rest");
+                tally.deferred = true;
+            }
+            Outcome::Moved | Outcome::Unusable => {
+                debug!(requests, "answers did not fit the listing order: counting instead");
+                requests += count_search(source, metrics, ctx, tuning, target, (lo, hi), tally).await?;
+            }
         }
     } else {
         requests += count_search(source, metrics, ctx, tuning, target, (lo, hi), tally).await?;

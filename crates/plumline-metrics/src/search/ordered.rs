@@ -121,8 +121,13 @@ pub(crate) struct Broken;
 pub(crate) enum Outcome {
     /// Every new call of the reach-back was found.
     Done,
-    /// An answer did not fit; the count search must finish the poll.
-    Broken,
+    /// An answer contradicted the earlier ones: the listing moved during
+    /// the poll (a call that ended meanwhile shifts every position after
+    /// it). What was found is counted; the rest is for another search.
+    Moved,
+    /// The answers showed another order, or a full dedupe set shortened
+    /// the reach-back: only the count search can finish this poll.
+    Unusable,
 }
 
 /// What one poll knows of the listing of its reach-back.
@@ -447,10 +452,6 @@ fn fetch_everything(tuning: &Tuning, requests: u64) -> bool {
     requests >= tuning.max_requests
 }
 
-/// Fresh passes after an answer contradicted the last one's facts (a call
-/// that ended during the poll moves every position after it).
-const MAX_RESTARTS: u32 = 1;
-
 /// One poll of `target` over `[lo, hi]` in `order`: finds and counts every
 /// call listed there that it does not hold yet; see the module docs.
 /// Adds the requests made to `requests`.
@@ -465,43 +466,11 @@ pub(crate) async fn poll<S: PageSource>(
     ctx: &PollContext,
     tuning: &Tuning,
     target: &mut Target,
-    window: (i64, i64),
-    order: Order,
-    tally: &mut Tally,
-    requests: &mut u64,
-) -> Result<Outcome, ApiError> {
-    for _ in 0..=MAX_RESTARTS {
-        match pass(source, metrics, ctx, tuning, target, window, order, tally, requests).await? {
-            Pass::Done => return Ok(Outcome::Done),
-            Pass::Contradicted => {}
-            Pass::Unusable => break,
-        }
-    }
-    Ok(Outcome::Broken)
-}
-
-/// How one pass ended.
-enum Pass {
-    Done,
-    /// An answer contradicted the facts: another pass may succeed.
-    Contradicted,
-    /// The order or the reach-back changed: only the count search can finish.
-    Unusable,
-}
-
-/// One pass of the ordered search, from what `target` holds now.
-#[allow(clippy::too_many_arguments, reason = "the poll's whole context, passed down once")]
-async fn pass<S: PageSource>(
-    source: &S,
-    metrics: &Metrics,
-    ctx: &PollContext,
-    tuning: &Tuning,
-    target: &mut Target,
     (lo, hi): (i64, i64),
     order: Order,
     tally: &mut Tally,
     requests: &mut u64,
-) -> Result<Pass, ApiError> {
+) -> Result<Outcome, ApiError> {
     let mut listing = Listing::new(order, target, lo, hi);
     let (u_first, u_last) = listing.u_range();
     // The first request reads the newest calls (where new short calls sit
@@ -555,10 +524,10 @@ async fn pass<S: PageSource>(
         }
         // A full dedupe set raised the horizon: the reach-back changed under us.
         if target.order.order() != Some(order) || tally.evicted > evicted_before {
-            return Ok(Pass::Unusable);
+            return Ok(Outcome::Unusable);
         }
         if contradicted || *requests > 4 * tuning.max_requests {
-            return Ok(Pass::Contradicted);
+            return Ok(Outcome::Moved);
         }
         let nodes = listing.open_nodes();
         if allowance.is_none() {
@@ -567,7 +536,7 @@ async fn pass<S: PageSource>(
         }
         probes = plan(&listing, &nodes, ctx, tuning, target, allowance.unwrap_or(0.0) - spent, *requests);
     }
-    Ok(Pass::Done)
+    Ok(Outcome::Done)
 }
 
 /// What one round asks: for each open node a fetch, a probe inside it, or
