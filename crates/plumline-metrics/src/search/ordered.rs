@@ -112,9 +112,24 @@ enum Cut {
     End(i64),
 }
 
-/// The answer broke an assumption of this search; the count search takes over.
+/// An answer that cannot be read in the listing as known: it lists a call
+/// outside its window, skips a call held or found, or puts calls where no
+/// count allows them (a held call left the listing, or the server pages
+/// otherwise than asked).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Broken;
+struct Unreadable;
+
+/// What taking an answer in did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Taken {
+    /// The answer agreed with what was known, and added to it.
+    Agreed,
+    /// It contradicted what was known of its window (calls ended there
+    /// since): its window now reads as it answered.
+    Replaced,
+    /// Its window starts at a cut a replaced answer removed: not read.
+    Stale,
+}
 
 /// How an ordered search ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +146,13 @@ pub(crate) enum Outcome {
 }
 
 /// What one poll knows of the listing of its reach-back.
+///
+/// The listing is cut into stretches at [`Cut`]s; for each stretch the
+/// search knows (or not yet) how many of the poll's new calls (found or
+/// not) it holds. Counts per stretch, not from the reach-back's start: a
+/// call that ends during the poll changes the count of the one stretch
+/// it lands in and no other, so an answer that disagrees with what is
+/// known replaces only the stretches of its own window.
 #[derive(Debug)]
 struct Listing {
     order: Order,
@@ -141,38 +163,44 @@ struct Listing {
     held: Vec<Key>,
     /// The new calls answered so far, in listing order.
     found: Vec<Key>,
-    /// Cuts in listing order, each with how many of the poll's new calls
-    /// (found or not) the listing puts before it.
-    facts: Vec<(Cut, u64)>,
+    /// In listing order, from the reach-back's start to its end.
+    cuts: Vec<Cut>,
+    /// `counts[i]`: the new calls between `cuts[i]` and `cuts[i + 1]`.
+    counts: Vec<Option<u64>>,
 }
 
-/// A stretch between two consecutive facts that still holds new calls.
+/// A stretch that still holds new calls (or may).
 #[derive(Debug, Clone)]
 struct Node {
     first: Cut,
     last: Cut,
     /// Held and found calls inside.
     known: u64,
-    /// New calls inside not found yet.
-    unfound: u64,
-    /// The listing position of `first` (calls before it).
-    position: u64,
+    /// New calls inside not found yet; `None`: not known.
+    unfound: Option<u64>,
+    /// The `End` cut its requests' windows start at, and how many calls
+    /// lie between that cut and `first`.
+    top: i64,
+    offset: u64,
 }
 
 impl Node {
+    fn unfound(&self) -> u64 {
+        self.unfound.unwrap_or(0)
+    }
+
     fn size(&self) -> u64 {
-        self.known + self.unfound
+        self.known + self.unfound()
     }
 }
 
 /// One request: the window of the calls between the known cut `End(top)`
 /// and `End(u0)`, `limit` calls at `offset` (counted from `End(top)`).
 ///
-/// Starting the window at a known cut rather than at the reach-back's
-/// newest call keeps its positions still while calls that start before
-/// the cut (in listing order) end during the poll: most calls that end
-/// mid-poll are short, so young, so listed before the windows of the
-/// older stretches.
+/// Starting the window at a known cut near its target rather than at the
+/// reach-back's newest call keeps its positions still while calls listed
+/// before the cut end during the poll: most calls that end mid-poll are
+/// short, so young, so listed before the windows of the older stretches.
 #[derive(Debug, Clone, Copy)]
 struct Probe {
     top: i64,
@@ -183,13 +211,21 @@ struct Probe {
 
 impl Listing {
     fn new(order: Order, target: &Target, lo: i64, hi: i64) -> Self {
-        let mut listing = Listing { order, lo, hi, held: Vec::new(), found: Vec::new(), facts: Vec::new() };
+        let mut listing = Listing {
+            order,
+            lo,
+            hi,
+            held: Vec::new(),
+            found: Vec::new(),
+            cuts: Vec::new(),
+            counts: vec![None],
+        };
         let mut held: Vec<Key> =
             target.seen.iter_in(lo, hi).map(|(start, id)| Key { u: listing.u(start), id: Arc::clone(id) }).collect();
         held.sort_by(|a, b| listing.cmp_key(a, b));
         listing.held = held;
-        let (u_first, _) = listing.u_range();
-        listing.facts.push((Cut::End(u_first - 1), 0));
+        let (u_first, u_last) = listing.u_range();
+        listing.cuts = vec![Cut::End(u_first - 1), Cut::End(u_last)];
         listing
     }
 
@@ -210,37 +246,6 @@ impl Listing {
         } else {
             ((top + 1).max(self.lo), u0.min(self.hi))
         }
-    }
-
-    /// The prefix count known at `cut`, if any.
-    fn fact(&self, cut: &Cut) -> Option<u64> {
-        let at = self.facts.partition_point(|(c, _)| self.cmp_cut(c, cut) == Ordering::Less);
-        self.facts.get(at).filter(|(c, _)| self.cmp_cut(c, cut) == Ordering::Equal).map(|(_, p)| *p)
-    }
-
-    /// The last known `End` cut at or before `cut`, and its listing position.
-    fn top_for(&self, cut: &Cut) -> (i64, u64) {
-        let at = self.facts.partition_point(|(c, _)| self.cmp_cut(c, cut) != Ordering::Greater);
-        self.facts[..at]
-            .iter()
-            .rev()
-            .find_map(|(c, p)| match c {
-                Cut::End(u) => Some((*u, self.held_before(c) + p)),
-                _ => None,
-            })
-            .unwrap_or((self.u_range().0 - 1, 0))
-    }
-
-    /// The first known `End` cut at or after `cut`.
-    fn end_after(&self, cut: &Cut) -> i64 {
-        let at = self.facts.partition_point(|(c, _)| self.cmp_cut(c, cut) == Ordering::Less);
-        self.facts[at..]
-            .iter()
-            .find_map(|(c, _)| match c {
-                Cut::End(u) => Some(*u),
-                _ => None,
-            })
-            .unwrap_or(self.u_range().1)
     }
 
     fn cmp_ids(&self, a: &str, b: &str) -> Ordering {
@@ -285,118 +290,301 @@ impl Listing {
         self.found.partition_point(|k| self.is_before(k, cut)) as u64
     }
 
+    fn held_between(&self, a: &Cut, b: &Cut) -> u64 {
+        self.held_before(b).saturating_sub(self.held_before(a))
+    }
+
+    fn found_between(&self, a: &Cut, b: &Cut) -> u64 {
+        self.found_before(b).saturating_sub(self.found_before(a))
+    }
+
     fn is_held(&self, key: &Key) -> bool {
         self.held.binary_search_by(|k| self.cmp_key(k, key)).is_ok()
     }
 
-    /// Records that `count` new calls are listed before `cut`; `Broken` if
-    /// that contradicts what is known.
-    fn learn(&mut self, cut: Cut, count: u64) -> Result<(), Broken> {
-        let at = self.facts.partition_point(|(c, _)| self.cmp_cut(c, &cut) == Ordering::Less);
-        if let Some((c, known)) = self.facts.get(at)
-            && self.cmp_cut(c, &cut) == Ordering::Equal
-        {
-            return if *known == count { Ok(()) } else { Err(Broken) };
-        }
-        let found_here = self.found_before(&cut);
-        if let Some((prev, p)) = at.checked_sub(1).map(|i| &self.facts[i])
-            && count < p + (found_here - self.found_before(prev))
-        {
-            return Err(Broken);
-        }
-        if let Some((next, p)) = self.facts.get(at)
-            && *p < count + (self.found_before(next) - found_here)
-        {
-            return Err(Broken);
-        }
-        self.facts.insert(at, (cut, count));
-        Ok(())
-    }
-
-    /// Takes a new call into `found`; `Broken` if the facts left no room for it.
-    fn discover(&mut self, key: Key) -> Result<(), Broken> {
+    fn remember(&mut self, key: Key) {
         let at = self.found.partition_point(|k| self.cmp_key(k, &key) == Ordering::Less);
-        if self.found.get(at).is_some_and(|k| self.cmp_key(k, &key) == Ordering::Equal) {
-            return Ok(());
+        if self.found.get(at).is_none_or(|k| self.cmp_key(k, &key) != Ordering::Equal) {
+            self.found.insert(at, key);
         }
-        // The stretch it lands in must still hold an unfound call.
-        let i = self.facts.partition_point(|(c, _)| !self.is_before(&key, c));
-        if let (Some(prev), Some(next)) = (i.checked_sub(1).map(|i| &self.facts[i]), self.facts.get(i)) {
-            let found_inside = self.found_before(&next.0) - self.found_before(&prev.0);
-            if next.1 - prev.1 <= found_inside {
-                return Err(Broken);
-            }
-        }
-        self.found.insert(at, key);
-        Ok(())
     }
 
-    /// Takes one answer to `probe` in; `Broken` if it does not fit.
-    fn take(&mut self, probe: Probe, page: &CallPage) -> Result<(), Broken> {
+    /// The index of `cut` among the cuts, if it is one.
+    fn index(&self, cut: &Cut) -> Option<usize> {
+        self.cuts.binary_search_by(|c| self.cmp_cut(c, cut)).ok()
+    }
+
+    /// The new calls `answer` says lie between its window's start and each
+    /// of its cuts, in order, ending with the window's end.
+    fn read(&mut self, probe: Probe, page: &CallPage) -> Result<Vec<(Cut, u64)>, Unreadable> {
         let (a, b) = self.window(probe.top, probe.u0);
         let top = Cut::End(probe.top);
-        // Listing positions count from the reach-back's first call; the
-        // answer's from `top`.
-        let base = self.held_before(&top) + self.fact(&top).ok_or(Broken)?;
         let mut keys: Vec<Key> = Vec::with_capacity(page.calls.len());
         for call in &page.calls {
             if !(a..=b).contains(&call.start) {
-                return Err(Broken);
+                return Err(Unreadable);
             }
             let key = Key { u: self.u(call.start), id: Arc::from(call.session_id.as_str()) };
             if keys.last().is_some_and(|p| self.cmp_key(p, &key) != Ordering::Less) {
-                return Err(Broken);
+                return Err(Unreadable);
             }
             keys.push(key);
         }
-        let end = Cut::End(probe.u0);
-        let held = self.held_before(&end);
-        let new_before_end = (base + page.total_calls).checked_sub(held).ok_or(Broken)?;
-        self.learn(end, new_before_end)?;
-        let mut previous: Option<(i64, u64)> = None;
+        let mut view: Vec<(Cut, u64)> = Vec::with_capacity(2 * keys.len() + 2);
         for (i, key) in keys.into_iter().enumerate() {
-            let position = base + probe.offset + i as u64;
             let before = Cut::Before(key.clone());
-            let new_before = position.checked_sub(self.held_before(&before)).ok_or(Broken)?;
+            let position = probe.offset + i as u64;
+            let new_before = position.checked_sub(self.held_between(&top, &before)).ok_or(Unreadable)?;
             // Nothing is listed between two calls answered one after the
-            // other: where their starts differ, that is a window's end too.
-            if let Some((u, count)) = previous
-                && u != key.u
-            {
-                self.learn(Cut::End(u), count)?;
+            // other (so no held or found call), and where their starts
+            // differ, a window's end lies between them too.
+            if let Some((last, count)) = view.last() {
+                if *count != new_before || self.found_between(last, &before) + self.held_between(last, &before) > 0
+                {
+                    return Err(Unreadable);
+                }
+                if let Cut::After(previous) = last
+                    && previous.u != key.u
+                {
+                    let end = Cut::End(previous.u);
+                    view.push((end, new_before));
+                }
+            } else if self.found_between(&top, &before) > new_before {
+                return Err(Unreadable);
             }
             let is_new = !self.is_held(&key);
+            view.push((before, new_before));
+            view.push((Cut::After(key.clone()), new_before + u64::from(is_new)));
             if is_new {
-                self.discover(key.clone())?;
+                self.remember(key);
             }
-            self.learn(before, new_before)?;
-            let after = new_before + u64::from(is_new);
-            previous = Some((key.u, after));
-            self.learn(Cut::After(key), after)?;
         }
-        Ok(())
+        let end = Cut::End(probe.u0);
+        let new_in_window = page.total_calls.checked_sub(self.held_between(&top, &end)).ok_or(Unreadable)?;
+        if let Some((last, count)) = view.last()
+            && new_in_window < count + self.found_between(last, &end)
+        {
+            return Err(Unreadable);
+        }
+        view.push((end, new_in_window));
+        Ok(view)
     }
 
-    /// The stretches that still hold new calls, in listing order.
+    /// Takes one answer to `probe` in.
+    fn take(&mut self, probe: Probe, page: &CallPage) -> Result<Taken, Unreadable> {
+        let Some(t) = self.index(&Cut::End(probe.top)) else {
+            return Ok(Taken::Stale);
+        };
+        let view = self.read(probe, page)?;
+        let Some((end, _)) = view.last().cloned() else {
+            return Ok(Taken::Stale);
+        };
+        // The stored cuts inside the window, `t..=e`, and the stretch `e`
+        // that the window's end falls inside (if it is not a cut).
+        let e = self.cuts.partition_point(|c| self.cmp_cut(c, &end) != Ordering::Greater) - 1;
+        let straddled = self.cmp_cut(&self.cuts[e], &end) == Ordering::Less;
+        match self.merge(t, e, straddled, &view) {
+            Some((cuts, counts)) => {
+                self.splice(t, e, straddled, cuts, counts);
+                Ok(Taken::Agreed)
+            }
+            None => {
+                // The answer is the listing as it is now: its window reads
+                // as it says.
+                let mut cuts = Vec::with_capacity(view.len());
+                let mut counts = Vec::with_capacity(view.len() + 1);
+                let mut previous = 0;
+                for (cut, count) in &view {
+                    counts.push(Some(count - previous));
+                    cuts.push(cut.clone());
+                    previous = *count;
+                }
+                if straddled {
+                    counts.push(Some(self.rest_estimate(e, &end)));
+                }
+                self.splice(t, e, straddled, cuts, counts);
+                Ok(Taken::Replaced)
+            }
+        }
+    }
+
+    /// What is left past `end` of stretch `e`, which `end` falls inside,
+    /// after an answer replaced what was known before `end`: its count
+    /// less the found calls before `end`, no less than the found calls
+    /// after. An estimate (calls ended there meanwhile are not known): too
+    /// high, a later answer contradicts it; too low, the next poll finds
+    /// the call left.
+    fn rest_estimate(&self, e: usize, end: &Cut) -> u64 {
+        let (first, next) = (&self.cuts[e], &self.cuts[e + 1]);
+        let after = self.found_between(end, next);
+        self.counts[e].map_or(after, |count| count.saturating_sub(self.found_between(first, end)).max(after))
+    }
+
+    /// Replaces the cuts `t + 1..=e` and the counts `t..e` (`..=e` if the
+    /// window's end falls inside stretch `e`) by `cuts` and `counts`.
+    fn splice(&mut self, t: usize, e: usize, straddled: bool, cuts: Vec<Cut>, counts: Vec<Option<u64>>) {
+        let old_counts = if straddled { t..e + 1 } else { t..e };
+        self.cuts.splice(t + 1..=e, cuts);
+        self.counts.splice(old_counts, counts);
+        debug_assert_eq!(self.cuts.len(), self.counts.len() + 1);
+    }
+
+    /// The stored cuts `t + 1..=e` and `view` together, with the counts
+    /// between them, if they agree; `None` if they contradict.
+    #[allow(clippy::type_complexity, reason = "cuts and their counts, as stored")]
+    fn merge(
+        &self,
+        t: usize,
+        e: usize,
+        straddled: bool,
+        view: &[(Cut, u64)],
+    ) -> Option<(Vec<Cut>, Vec<Option<u64>>)> {
+        // Every cut from the window's start on, with the new calls between
+        // the start and it (if known) and, for a stored one, its index.
+        let mut merged: Vec<(Cut, Option<u64>, Option<usize>)> = Vec::new();
+        let (mut i, mut v) = (t + 1, 0);
+        while i <= e || v < view.len() {
+            let order = match (self.cuts.get(i).filter(|_| i <= e), view.get(v)) {
+                (Some(stored), Some((cut, _))) => self.cmp_cut(stored, cut),
+                (Some(_), None) => Ordering::Less,
+                _ => Ordering::Greater,
+            };
+            match order {
+                Ordering::Less => {
+                    merged.push((self.cuts[i].clone(), None, Some(i)));
+                    i += 1;
+                }
+                Ordering::Equal => {
+                    merged.push((view[v].0.clone(), Some(view[v].1), Some(i)));
+                    i += 1;
+                    v += 1;
+                }
+                Ordering::Greater => {
+                    merged.push((view[v].0.clone(), Some(view[v].1), None));
+                    v += 1;
+                }
+            }
+        }
+        // Stored cuts inherit what the stored counts say, both ways, and
+        // must agree with the answer where both speak.
+        let mut known: Vec<Option<u64>> = merged.iter().map(|m| m.1).collect();
+        let stored_before = |k: usize| (0..k).rev().find(|&j| merged[j].2.is_some());
+        for k in 0..merged.len() {
+            let Some(index) = merged[k].2 else { continue };
+            let previous = match stored_before(k) {
+                Some(j) => known[j].map(|p| (p, merged[j].2)),
+                None => Some((0, Some(t))),
+            };
+            if let Some((p, Some(from))) = previous
+                && from + 1 == index
+                && let Some(count) = self.counts[from]
+            {
+                let derived = p + count;
+                match known[k] {
+                    Some(said) if said != derived => return None,
+                    Some(_) => {}
+                    None => known[k] = Some(derived),
+                }
+            }
+        }
+        for k in (0..merged.len()).rev() {
+            let (Some(index), None) = (merged[k].2, known[k]) else { continue };
+            let next = (k + 1..merged.len()).find(|&j| merged[j].2.is_some());
+            if let Some(j) = next
+                && merged[j].2 == Some(index + 1)
+                && let (Some(after), Some(count)) = (known[j], self.counts[index])
+            {
+                known[k] = Some(after.checked_sub(count)?);
+            }
+        }
+        let mut cuts = Vec::with_capacity(merged.len());
+        let mut counts = Vec::with_capacity(merged.len() + 1);
+        let mut previous = (Cut::End(0), Some(0u64), Some(t));
+        previous.0 = self.cuts[t].clone();
+        for (k, (cut, _, index)) in merged.iter().enumerate() {
+            let count = match (previous.1, known[k]) {
+                (Some(a), Some(b)) => Some(b.checked_sub(a)?),
+                // A whole stored stretch keeps its count.
+                _ => match (previous.2, index) {
+                    (Some(a), Some(b)) if a + 1 == *b => self.counts[a],
+                    _ => None,
+                },
+            };
+            if count.is_some_and(|c| c < self.found_between(&previous.0, cut)) {
+                return None;
+            }
+            counts.push(count);
+            cuts.push(cut.clone());
+            previous = (cut.clone(), known[k], *index);
+        }
+        if straddled {
+            // What is left of stretch `e` past the window's end.
+            let next = &self.cuts[e + 1];
+            let from = if e == t {
+                Some(0)
+            } else {
+                merged.iter().zip(&known).find(|(m, _)| m.2 == Some(e)).and_then(|(_, k)| *k)
+            };
+            let rest = match (self.counts[e], known.last().copied().flatten(), from) {
+                (Some(count), Some(end), Some(from)) => Some(count.checked_sub(end.checked_sub(from)?)?),
+                _ => None,
+            };
+            if rest.is_some_and(|r| r < self.found_between(&previous.0, next)) {
+                return None;
+            }
+            counts.push(rest);
+        }
+        Some((cuts, counts))
+    }
+
+    /// The open stretches, in listing order, each with the window start its
+    /// requests use; a stretch no known window start reaches waits.
     fn open_nodes(&self) -> Vec<Node> {
         let mut nodes = Vec::new();
-        for pair in self.facts.windows(2) {
-            let ((first, p1), (last, p2)) = (&pair[0], &pair[1]);
-            let found = self.found_before(last) - self.found_before(first);
-            let unfound = (p2 - p1).saturating_sub(found);
-            if unfound == 0 {
+        for i in 0..self.counts.len() {
+            let (first, last) = (&self.cuts[i], &self.cuts[i + 1]);
+            let found = self.found_between(first, last);
+            let unfound = self.counts[i].map(|c| c.saturating_sub(found));
+            if unfound == Some(0) {
                 continue;
             }
-            let held_first = self.held_before(first);
+            let Some((top, offset)) = self.anchor(i) else { continue };
             nodes.push(Node {
                 first: first.clone(),
                 last: last.clone(),
-                known: self.held_before(last) - held_first + found,
+                known: self.held_between(first, last) + found,
                 unfound,
-                position: held_first + p1,
+                top,
+                offset,
             });
         }
         nodes
+    }
+
+    /// The last `End` cut at or before `cuts[i]` with every count between
+    /// known, and how many calls lie between it and `cuts[i]`.
+    fn anchor(&self, i: usize) -> Option<(i64, u64)> {
+        let (mut j, mut calls) = (i, 0);
+        loop {
+            if let Cut::End(u) = &self.cuts[j] {
+                return Some((*u, calls));
+            }
+            let above = j.checked_sub(1)?;
+            calls += self.counts[above]? + self.held_between(&self.cuts[above], &self.cuts[j]);
+            j = above;
+        }
+    }
+
+    /// The first `End` cut at or after `cut`.
+    fn end_after(&self, cut: &Cut) -> i64 {
+        let at = self.cuts.partition_point(|c| self.cmp_cut(c, cut) == Ordering::Less);
+        self.cuts[at..]
+            .iter()
+            .find_map(|c| match c {
+                Cut::End(u) => Some(*u),
+                _ => None,
+            })
+            .unwrap_or(self.u_range().1)
     }
 
     /// The `u0`s with `first < End(u0) < last`: a window edge inside `node`.
@@ -430,8 +618,8 @@ impl Listing {
         Some(u0.clamp(lo, hi))
     }
 
-    /// A one-call probe inside `node`, about `share` of its expected new
-    /// calls before the position asked.
+    /// The offset (from `node.top`) of a one-call probe inside `node`, about
+    /// `share` of its expected new calls before the position asked.
     fn rank_probe(&self, node: &Node, ctx: &PollContext, target: &Target, share: f64) -> u64 {
         let known_before = match self.edge_at(node, ctx, target, share) {
             Some(u0) => {
@@ -442,14 +630,19 @@ impl Listing {
             None => node.known / 2,
         };
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "a small count")]
-        let unfound_before = (node.unfound as f64 * share).round() as u64;
-        node.position + (known_before + unfound_before).min(node.size() - 1)
+        let unfound_before = (node.unfound() as f64 * share).round() as u64;
+        node.offset + (known_before + unfound_before).min(node.size().saturating_sub(1))
     }
 }
 
-/// Requests this far into a poll make every open node fetched whole.
+/// Answers that replaced what was known, after which a poll gives up (the
+/// listing moves faster than the search reads it).
+const MAX_REPLACED: u32 = 8;
+
+/// Requests this far into a poll (half the bound after which it gives
+/// up) make every open node fetched whole.
 fn fetch_everything(tuning: &Tuning, requests: u64) -> bool {
-    requests >= tuning.max_requests
+    2 * requests >= tuning.max_requests
 }
 
 /// One poll of `target` over `[lo, hi]` in `order`: finds and counts every
@@ -483,6 +676,7 @@ pub(crate) async fn poll<S: PageSource>(
     let mut allowance: Option<f64> = None;
     let mut spent = 0.0f64;
     let evicted_before = tally.evicted;
+    let mut replaced = 0u32;
     while !probes.is_empty() {
         *requests += probes.len() as u64;
         let number = target.number.clone();
@@ -505,7 +699,7 @@ pub(crate) async fn poll<S: PageSource>(
             .collect()
             .await;
         let mut first_error = None;
-        let mut contradicted = false;
+        let mut unreadable = false;
         for (probe, answer) in answers {
             let page = match answer {
                 Ok(page) => page,
@@ -516,7 +710,11 @@ pub(crate) async fn poll<S: PageSource>(
             };
             spent += page.calls.len() as f64 + ANSWER_OVERHEAD;
             target.order.observe(&page.calls);
-            contradicted |= listing.take(probe, &page).is_err();
+            match listing.take(probe, &page) {
+                Ok(Taken::Replaced) => replaced += 1,
+                Ok(Taken::Agreed | Taken::Stale) => {}
+                Err(Unreadable) => unreadable = true,
+            }
             absorb(metrics, target, ctx, listing.window(probe.top, probe.u0), &page.calls, true, tally);
         }
         if let Some(error) = first_error {
@@ -526,12 +724,12 @@ pub(crate) async fn poll<S: PageSource>(
         if target.order.order() != Some(order) || tally.evicted > evicted_before {
             return Ok(Outcome::Unusable);
         }
-        if contradicted || *requests > 4 * tuning.max_requests {
+        if unreadable || replaced > MAX_REPLACED || *requests >= tuning.max_requests {
             return Ok(Outcome::Moved);
         }
         let nodes = listing.open_nodes();
         if allowance.is_none() {
-            let new_calls = (listing.found.len() as u64 + nodes.iter().map(|n| n.unfound).sum::<u64>()) as f64;
+            let new_calls = (listing.found.len() as u64 + nodes.iter().map(Node::unfound).sum::<u64>()) as f64;
             allowance = Some(tuning.budget_per_new * new_calls + tuning.budget_slack);
         }
         probes = plan(&listing, &nodes, ctx, tuning, target, allowance.unwrap_or(0.0) - spent, *requests);
@@ -550,7 +748,7 @@ fn plan(
     remaining: f64,
     requests: u64,
 ) -> Vec<Probe> {
-    let open_new: u64 = nodes.iter().map(|n| n.unfound).sum();
+    let open_new: u64 = nodes.iter().map(Node::unfound).sum();
     let remaining = (remaining - tuning.budget_reserve * open_new as f64).max(0.0);
     let everything = fetch_everything(tuning, requests);
     // Requests so far this round, and which of them (by index) still have
@@ -559,21 +757,30 @@ fn plan(
     let mut free_edges: Vec<usize> = Vec::new();
     let mut owners: Vec<Option<usize>> = Vec::new();
     for (i, node) in nodes.iter().enumerate() {
-        let share = remaining * node.unfound as f64 / open_new.max(1) as f64;
+        let share = remaining * node.unfound() as f64 / open_new.max(1) as f64;
         let size = node.size();
-        let fetch = everything
-            || node.known <= tuning.small_fetch
-            || size <= tuning.fetch_ratio * node.unfound + tuning.fetch_slack
-            || size as f64 <= share
-            || Listing::edges_inside(node).is_none() && node.known <= 2 * tuning.small_fetch;
+        // A stretch of unknown count is probed first: its size is not known.
+        let fetch = node.unfound.is_some()
+            && (everything
+                || node.known <= tuning.small_fetch
+                || size <= tuning.fetch_ratio * node.unfound() + tuning.fetch_slack
+                || size as f64 <= share
+                || Listing::edges_inside(node).is_none() && node.known <= 2 * tuning.small_fetch);
         if fetch {
             // One call past the node: a call that ended during the poll and
             // pushed the node's last call out of reach shows as a contradiction.
             let limit = u32::try_from(size + 1).unwrap_or(u32::MAX).min(ctx.page_size);
-            let (top, base) = listing.top_for(&node.first);
             let u0 = listing.end_after(&node.last);
-            probes.push(Probe { top, u0, offset: node.position - base, limit });
+            probes.push(Probe { top: node.top, u0, offset: node.offset, limit });
             free_edges.push(probes.len() - 1);
+            owners.push(None);
+            continue;
+        }
+        let offset = listing.rank_probe(node, ctx, target, 0.5);
+        let probe = Probe { top: node.top, u0: listing.end_after(&node.last), offset, limit: 1 };
+        // A stretch of unknown count is measured whole, by its own request.
+        if node.unfound.is_none() {
+            probes.push(probe);
             owners.push(None);
             continue;
         }
@@ -583,9 +790,7 @@ fn plan(
             probes[j].u0 = u0;
             continue;
         }
-        let (top, base) = listing.top_for(&node.first);
-        let offset = listing.rank_probe(node, ctx, target, 0.5) - base;
-        probes.push(Probe { top, u0: listing.end_after(&node.last), offset, limit: 1 });
+        probes.push(probe);
         free_edges.push(probes.len() - 1);
         owners.push(Some(i));
     }
@@ -595,9 +800,8 @@ fn plan(
         if let Some(i) = owners[j] {
             let node = &nodes[i];
             if let Some(u0) = listing.edge_at(node, ctx, target, 2.0 / 3.0) {
-                let (top, base) = listing.top_for(&node.first);
-                let offset = listing.rank_probe(node, ctx, target, 1.0 / 3.0) - base;
-                probes[j] = Probe { top, u0, offset, limit: 1 };
+                let offset = listing.rank_probe(node, ctx, target, 1.0 / 3.0);
+                probes[j] = Probe { top: node.top, u0, offset, limit: 1 };
             }
         }
     }
