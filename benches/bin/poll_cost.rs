@@ -83,7 +83,15 @@ fn main() -> ExitCode {
         .into_iter()
         .flat_map(|(m, n)| hours.iter().map(move |h| (m, n, *h)))
     {
-        let f = runtime.block_on(measure(Setup { mode, n_numbers: numbers, per_day, hour, polls, drift, count_search }));
+        let f = runtime.block_on(measure(Setup {
+            mode,
+            n_numbers: numbers,
+            per_day,
+            hour,
+            polls,
+            drift,
+            count_search,
+        }));
         let mean = |v: &[u64]| v.iter().sum::<u64>() as f64 / v.len().max(1) as f64;
         println!(
             "{}\t{hour:02}:00\t{}\t{}\t{:.1}\t{:.1}\t{}\t{}\t{:.0}\t{}\t{}\t{:.2}\t{}\t{}\t{:.1}\t{}",

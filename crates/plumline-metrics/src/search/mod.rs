@@ -1,37 +1,32 @@
 //! The incremental poll of one number: find the calls the API lists now
-//! but the poller does not hold yet, with `total_calls` counts, and fetch
-//! only the small windows where a count grew.
+//! but the poller does not hold yet, and count them, at a small API cost.
 //!
 //! A call is listed once it has ended, at the position of its start, so the
 //! calls new in a poll are those that ended since the last one: most are
 //! short and started a minute or two ago, but a long call that just ended
-//! can sit anywhere in the reach-back. For a window `[a, b]` the poller
-//! knows how many calls it holds ([`SeenCalls::count_in`]); a request with
-//! `limit=1` and `offset` = that count answers the window's `total_calls`
-//! (and, when the count grew, one call, else an empty page). The search:
+//! can sit anywhere in the reach-back. Two searches find them:
 //!
-//! 1. fetches the newest few held calls' window whole (new short calls sit
-//!    there among few old ones) and counts the rest of the reach-back;
-//! 2. splits a window whose count grew at the median of where new calls
-//!    started in past polls ([`AgePrior`], learned in log-age bins), counts
-//!    the younger half and derives the older half's count from the parent;
-//! 3. fetches a window whole once it holds few calls per new one, or once
-//!    it fits its share of the poll's byte allowance: the first round
-//!    tells how many calls are new, and a poll may spend
-//!    [`Tuning::budget_per_new`] calls' worth of bytes per new call plus
-//!    [`Tuning::budget_slack`] (issue 10's target: 5 × the new bytes + 4 KB),
-//!    shared among the open windows by their new calls. Fetching a window
-//!    whole saves the counts that would isolate its new calls.
+//! - `ordered.rs`, the search in the API's listing order: requests placed
+//!   by position, each telling two counts. It runs once the answers have
+//!   shown one order ([`OrderEvidence`]), from the backfill on.
+//! - `counts.rs`, the order-free count search: `total_calls` of time
+//!   windows, bisected where a count grew. It runs when no order is known,
+//!   when the answers stop fitting the order, and when a listing moved
+//!   under two polls in a row.
 //!
-//! Nothing here relies on the API's order within a window. Counts are
-//! assumed to only grow (a listed call stays listed): a window whose count
-//! fell is treated as holding nothing new.
+//! [`poll_target`] picks per number the search that cost fewer requests
+//! per new call lately ([`SearchCosts`]): a listing that moves a lot
+//! while a poll runs (a slow API at a busy hour) can make the count
+//! search the cheaper one. Both count through [`absorb`], by session id,
+//! and both share the byte allowance of [`Tuning`] and the [`AgePrior`]
+//! of where new calls start.
 
+mod counts;
 mod ordered;
 
 use std::collections::HashSet;
 
-use futures::{StreamExt as _, TryStreamExt as _};
+use futures::TryStreamExt as _;
 use plumline_api::{ApiError, Call, CallPage, CallQuery, PageSource, all_pages};
 use tracing::debug;
 
@@ -230,7 +225,7 @@ impl SearchCosts {
             (Some(ordered), Some(counts)) if ordered <= counts => !explore || ordered < Self::CLEAR * counts,
             (Some(ordered), Some(counts)) => explore && counts >= Self::CLEAR * ordered,
             (None, _) => true,
-            (Some(_), None) => explore,
+            (Some(_), None) => !explore,
         }
     }
 
@@ -349,41 +344,6 @@ pub(crate) async fn fetch_window<S: PageSource>(
     Ok((total, pages.into_iter().flat_map(|p| p.calls).collect()))
 }
 
-/// `total_calls` of `[a, b]` from one `limit=1` request at `offset` (the
-/// calls held there, so an unchanged window answers an empty page).
-async fn count_window<S: PageSource>(
-    source: &S,
-    number: Option<String>,
-    (a, b): (i64, i64),
-    offset: u64,
-) -> Result<(u64, Vec<Call>), ApiError> {
-    let request = CallQuery::new(a, b)?.with_number(number).page(1, offset)?;
-    let page = source.fetch_page(&request).await?;
-    Ok((page.total_calls, page.calls))
-}
-
-/// A window's `total_calls` and the calls answered with it.
-type Answer = Result<(u64, Vec<Call>), ApiError>;
-
-/// A window of the search, with its `total_calls` once known.
-#[derive(Debug, Clone, Copy)]
-struct Node {
-    a: i64,
-    b: i64,
-    total: Option<u64>,
-    fetch: bool,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Probe {
-    a: i64,
-    b: i64,
-    /// `Some(offset)`: a count; `None`: a whole fetch.
-    count_at: Option<u64>,
-    /// The older sibling whose total is the parent's minus this probe's.
-    sibling: Option<(i64, i64, u64)>,
-}
-
 /// One poll of `target`: finds and counts every call listed in the reach-back
 /// (`[watermark - reach_back, now]`) that it does not hold yet; see the
 /// module docs. Returns how many requests it made.
@@ -414,7 +374,8 @@ pub(crate) async fn poll_target<S: PageSource>(
     let ordered = order.is_some() && target.costs.ordered_next();
     if let Some(order) = order.filter(|_| ordered) {
         let outcome =
-            ordered::poll(source, metrics, ctx, tuning, target, (lo, hi), order, tally, &mut requests).await?;
+            ordered::poll(source, metrics, ctx, tuning, target, (lo, hi), order, tally, &mut requests)
+                .await?;
         match outcome {
             Outcome::Done => {}
             // The next poll covers this window again and finds the rest,
@@ -425,125 +386,16 @@ pub(crate) async fn poll_target<S: PageSource>(
             }
             Outcome::Moved | Outcome::Unusable => {
                 debug!(requests, "answers did not fit the listing order: counting instead");
-                requests += count_search(source, metrics, ctx, tuning, target, (lo, hi), tally).await?;
+                requests += counts::poll(source, metrics, ctx, tuning, target, (lo, hi), tally).await?;
             }
         }
     } else {
-        requests += count_search(source, metrics, ctx, tuning, target, (lo, hi), tally).await?;
+        requests += counts::poll(source, metrics, ctx, tuning, target, (lo, hi), tally).await?;
     }
     if order.is_some() {
         target.costs.record(ordered, requests, tally.counted - counted_before);
     }
     Ok(requests)
-}
-
-/// The order-free search of `[lo, hi]` (see the module docs); returns how
-/// many requests it made.
-async fn count_search<S: PageSource>(
-    source: &S,
-    metrics: &Metrics,
-    ctx: &PollContext,
-    tuning: &Tuning,
-    target: &mut Target,
-    (lo, hi): (i64, i64),
-    tally: &mut Tally,
-) -> Result<u64, ApiError> {
-    let recent_start = target
-        .seen
-        .nth_newest_start(hi, tuning.recent_known)
-        .map_or(lo, |s| s.saturating_add(1))
-        .clamp(lo, hi);
-    let mut frontier = vec![Node { a: recent_start, b: hi, total: None, fetch: true }];
-    if recent_start > lo {
-        frontier.push(Node { a: lo, b: recent_start - 1, total: None, fetch: false });
-    }
-    let mut requests = 0u64;
-    let mut first_error = None;
-    // In calls' worth of bytes: set after the first round, which counts the
-    // new calls of the whole reach-back.
-    let mut allowance: Option<f64> = None;
-    let mut spent = 0.0f64;
-    while !frontier.is_empty() {
-        let open_new = open_new_calls(&target.seen, &frontier);
-        let remaining = allowance
-            .map_or(0.0, |allowance| (allowance - spent - tuning.budget_reserve * open_new as f64).max(0.0));
-        let mut probes = Vec::with_capacity(frontier.len());
-        for node in frontier.drain(..) {
-            let held = target.seen.count_in(node.a, node.b);
-            let probe_for = |a: i64, b: i64, held: u64, force: bool, sibling| {
-                let fetch = force || held <= tuning.small_fetch || requests >= tuning.max_requests;
-                Probe { a, b, count_at: (!fetch).then_some(held), sibling }
-            };
-            let Some(total) = node.total else {
-                probes.push(probe_for(node.a, node.b, held, node.fetch, None));
-                continue;
-            };
-            let new = total.saturating_sub(held);
-            if new == 0 {
-                continue;
-            }
-            let share = remaining * new as f64 / open_new.max(1) as f64;
-            let small = total <= tuning.fetch_ratio * new + tuning.fetch_slack || total as f64 <= share;
-            match target.prior.split(ctx.now, node.a, node.b).filter(|_| !small) {
-                Some(m) => {
-                    let held_young = target.seen.count_in(m, node.b);
-                    probes.push(probe_for(m, node.b, held_young, false, Some((node.a, m - 1, total))));
-                }
-                None => probes.push(probe_for(node.a, node.b, held, true, None)),
-            }
-        }
-        requests += probes.len() as u64;
-        let number = target.number.clone();
-        let answers: Vec<(Probe, Answer)> = futures::stream::iter(probes)
-            .map(|probe| {
-                let number = number.clone();
-                async move {
-                    let window = (probe.a, probe.b);
-                    let answer = match probe.count_at {
-                        Some(offset) => count_window(source, number, window, offset).await,
-                        None => fetch_window(source, number, window, ctx.page_size).await,
-                    };
-                    (probe, answer)
-                }
-            })
-            .buffer_unordered(tuning.in_flight.max(1))
-            .collect()
-            .await;
-        for (probe, answer) in answers {
-            let (total, calls) = match answer {
-                Ok(answer) => answer,
-                Err(error) => {
-                    first_error.get_or_insert(error);
-                    continue;
-                }
-            };
-            spent += calls.len() as f64 + ANSWER_OVERHEAD;
-            target.order.observe(&calls);
-            absorb(metrics, target, ctx, (probe.a, probe.b), &calls, true, tally);
-            if probe.count_at.is_some() {
-                frontier.push(Node { a: probe.a, b: probe.b, total: Some(total), fetch: false });
-            }
-            if let Some((a, b, parent)) = probe.sibling {
-                frontier.push(Node { a, b, total: Some(parent.saturating_sub(total)), fetch: false });
-            }
-        }
-        if first_error.is_some() {
-            break;
-        }
-        if allowance.is_none() {
-            let new_calls = (tally.counted + open_new_calls(&target.seen, &frontier)) as f64;
-            allowance = Some(tuning.budget_per_new * new_calls + tuning.budget_slack);
-        }
-    }
-    match first_error {
-        Some(error) => Err(error),
-        None => Ok(requests),
-    }
-}
-
-/// The new calls the windows of known totals hold, together.
-fn open_new_calls(seen: &SeenCalls, frontier: &[Node]) -> u64 {
-    frontier.iter().filter_map(|n| n.total.map(|t| t.saturating_sub(seen.count_in(n.a, n.b)))).sum()
 }
 
 /// Session ids of a backfill chunk already taken, so a call a moving
@@ -582,6 +434,31 @@ mod tests {
     }
 
     #[test]
+    fn the_cheaper_search_runs_and_a_close_call_is_tried_again() {
+        // (ordered, counts: requests per new call so far; which search
+        // runs on a plain poll and on an exploring one)
+        let cases = [
+            (None, None, true, true),
+            (Some(2.0), None, true, false),
+            // Clearly cheaper (under 70 % of the other): never questioned.
+            (Some(1.0), Some(3.0), true, true),
+            (Some(2.5), Some(3.0), true, false),
+            (Some(4.0), Some(3.0), false, true),
+            (Some(9.0), Some(3.0), false, false),
+        ];
+        for (ordered, counts, plain, exploring) in cases {
+            let mut costs = SearchCosts { ordered, counts, polls: 0 };
+            assert_eq!(costs.ordered_next(), plain, "{ordered:?} {counts:?}");
+            costs.polls = SearchCosts::EXPLORE - 1;
+            assert_eq!(costs.ordered_next(), exploring, "{ordered:?} {counts:?}, exploring");
+        }
+        let mut costs = SearchCosts::default();
+        costs.record(true, 10, 4);
+        costs.record(true, 20, 4);
+        assert_eq!(costs.ordered, Some(2.2));
+    }
+
+    #[test]
     fn chunks_drop_repeated_ids() {
         let call = |id: &str| Call {
             dest: "1".into(),
@@ -596,4 +473,3 @@ mod tests {
         assert_eq!(kept.iter().map(|c| c.session_id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
     }
 }
-

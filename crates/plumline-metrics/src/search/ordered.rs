@@ -1,25 +1,38 @@
 //! The search in the API's listing order, once its answers have shown one.
 //!
-//! A `limit=1` request for the window `[m, now]` at `offset` says two
-//! things: the window's `total_calls` (how many new calls start at `m` or
-//! later) and, by the call it returns, how many new calls the listing puts
-//! before that call (`offset` minus the held calls before it). So every
-//! request cuts the reach-back twice where a count cuts it once: the
-//! window's edge splits one stretch of unknown calls (a "node") and the
-//! returned call another. A node whose new calls are few against its held
-//! ones is then fetched by position, exactly its calls and no more.
+//! A request for a window at `offset` with `limit=1` says two things: the
+//! window's `total_calls`, so how many new calls lie before the window's
+//! end, and, by the call it returns, how many lie before that call
+//! (`offset` minus the held calls listed before it). Every request thus
+//! cuts the reach-back twice where a count cuts it once: the window's end
+//! splits one stretch of not-yet-found calls and the returned call another
+//! (often a second stretch: a split rides as the window end of a request
+//! made for an earlier stretch). A stretch whose new calls are few against
+//! its held ones is fetched by position, exactly its calls and one more.
 //!
-//! What the search knows is a list of [`Cut`]s in listing order, each with
-//! the number of the poll's new calls listed before it (a prefix count,
-//! [`Listing::facts`]); between two cuts lies a node. Every answer is
-//! checked against what is known: calls in the expected order, inside the
-//! window asked, at positions that agree with every earlier answer. An
-//! answer that does not fit (the listing moved during the poll, a held
-//! call left it, the server orders, pages or filters otherwise than it
-//! showed) ends this search as [`Outcome::Broken`]; the caller then runs
-//! the order-free count search over the whole reach-back, so a call is
-//! never missed or counted twice because of the order: counting goes by
-//! session id, and only calls the API returned are counted.
+//! The order is learned, never assumed: [`OrderEvidence`] keeps the
+//! orders (by start, newest or oldest first; ties by session id, either
+//! way) that no answer with two calls or more has contradicted, from the
+//! backfill on. The search runs only once one is left.
+//!
+//! What a poll knows is a [`Listing`]: cuts in listing order and, per
+//! stretch between two cuts, how many of the poll's new calls it holds.
+//! Every request's window starts at a known cut near its target, not at
+//! the newest call, and positions count from there. Calls that end during
+//! the poll are listed at once and move every position after them. Per
+//! stretch, such a call changes one count; a window that does not reach
+//! it is not moved at all. An answer that contradicts what is known (a
+//! count that grew) replaces what was known inside its window. One that
+//! cannot be read at all (a call outside its window, a held call missing
+//! from the listing) ends the search as [`Outcome::Moved`].
+//!
+//! Nothing here can count a call twice or count one the API did not
+//! return: counting goes by session id, through [`absorb`]. What a wrong
+//! guess costs is time. A call left unfound (a stretch estimated too low
+//! after a replacement) is found by the next poll, whose first request
+//! counts the whole reach-back afresh. The caller falls back to the
+//! order-free count search when the order stops holding, and when a
+//! listing moves under two polls in a row.
 
 use std::cmp::Ordering;
 use std::sync::Arc;
@@ -27,7 +40,7 @@ use std::sync::Arc;
 use futures::StreamExt as _;
 use plumline_api::{ApiError, Call, CallPage, CallQuery, PageSource};
 
-use super::{ANSWER_OVERHEAD, PollContext, Target, Tally, Tuning, absorb};
+use super::{ANSWER_OVERHEAD, PollContext, Tally, Target, Tuning, absorb};
 use crate::metrics::Metrics;
 
 /// How the API lists a window: by start, then by session id.
@@ -220,8 +233,11 @@ impl Listing {
             cuts: Vec::new(),
             counts: vec![None],
         };
-        let mut held: Vec<Key> =
-            target.seen.iter_in(lo, hi).map(|(start, id)| Key { u: listing.u(start), id: Arc::clone(id) }).collect();
+        let mut held: Vec<Key> = target
+            .seen
+            .iter_in(lo, hi)
+            .map(|(start, id)| Key { u: listing.u(start), id: Arc::clone(id) })
+            .collect();
         held.sort_by(|a, b| listing.cmp_key(a, b));
         listing.held = held;
         let (u_first, u_last) = listing.u_range();
@@ -339,7 +355,8 @@ impl Listing {
             // other (so no held or found call), and where their starts
             // differ, a window's end lies between them too.
             if let Some((last, count)) = view.last() {
-                if *count != new_before || self.found_between(last, &before) + self.held_between(last, &before) > 0
+                if *count != new_before
+                    || self.found_between(last, &before) + self.held_between(last, &before) > 0
                 {
                     return Err(Unreadable);
                 }
@@ -372,96 +389,102 @@ impl Listing {
 
     /// Takes one answer to `probe` in.
     fn take(&mut self, probe: Probe, page: &CallPage) -> Result<Taken, Unreadable> {
-        let Some(t) = self.index(&Cut::End(probe.top)) else {
+        let Some(top) = self.index(&Cut::End(probe.top)) else {
+            // Its positions cannot be placed, but its new calls are found.
+            let (a, b) = self.window(probe.top, probe.u0);
+            for call in page.calls.iter().filter(|c| (a..=b).contains(&c.start)) {
+                let key = Key { u: self.u(call.start), id: Arc::from(call.session_id.as_str()) };
+                if !self.is_held(&key) {
+                    self.remember(key);
+                }
+            }
             return Ok(Taken::Stale);
         };
         let view = self.read(probe, page)?;
         let Some((end, _)) = view.last().cloned() else {
             return Ok(Taken::Stale);
         };
-        // The stored cuts inside the window, `t..=e`, and the stretch `e`
-        // that the window's end falls inside (if it is not a cut).
-        let e = self.cuts.partition_point(|c| self.cmp_cut(c, &end) != Ordering::Greater) - 1;
-        let straddled = self.cmp_cut(&self.cuts[e], &end) == Ordering::Less;
-        match self.merge(t, e, straddled, &view) {
-            Some((cuts, counts)) => {
-                self.splice(t, e, straddled, cuts, counts);
-                Ok(Taken::Agreed)
+        // The stored cuts inside the window, `top..=last`, and whether its
+        // end falls inside stretch `last` (is not a cut).
+        let last = self.cuts.partition_point(|c| self.cmp_cut(c, &end) != Ordering::Greater) - 1;
+        let straddled = self.cmp_cut(&self.cuts[last], &end) == Ordering::Less;
+        if let Some((cuts, counts)) = self.merge(top, last, straddled, &view) {
+            self.splice(top, last, straddled, cuts, counts);
+            Ok(Taken::Agreed)
+        } else {
+            // The answer is the listing as it is now: its window reads
+            // as it says.
+            let mut cuts = Vec::with_capacity(view.len());
+            let mut counts = Vec::with_capacity(view.len() + 1);
+            let mut previous = 0;
+            for (cut, count) in &view {
+                counts.push(Some(count - previous));
+                cuts.push(cut.clone());
+                previous = *count;
             }
-            None => {
-                // The answer is the listing as it is now: its window reads
-                // as it says.
-                let mut cuts = Vec::with_capacity(view.len());
-                let mut counts = Vec::with_capacity(view.len() + 1);
-                let mut previous = 0;
-                for (cut, count) in &view {
-                    counts.push(Some(count - previous));
-                    cuts.push(cut.clone());
-                    previous = *count;
-                }
-                if straddled {
-                    counts.push(Some(self.rest_estimate(e, &end)));
-                }
-                self.splice(t, e, straddled, cuts, counts);
-                Ok(Taken::Replaced)
+            if straddled {
+                counts.push(Some(self.rest_estimate(last, &end)));
             }
+            self.splice(top, last, straddled, cuts, counts);
+            Ok(Taken::Replaced)
         }
     }
 
-    /// What is left past `end` of stretch `e`, which `end` falls inside,
+    /// What is left past `end` of stretch `at`, which `end` falls inside,
     /// after an answer replaced what was known before `end`: its count
     /// less the found calls before `end`, no less than the found calls
     /// after. An estimate (calls ended there meanwhile are not known): too
     /// high, a later answer contradicts it; too low, the next poll finds
     /// the call left.
-    fn rest_estimate(&self, e: usize, end: &Cut) -> u64 {
-        let (first, next) = (&self.cuts[e], &self.cuts[e + 1]);
+    fn rest_estimate(&self, at: usize, end: &Cut) -> u64 {
+        let (first, next) = (&self.cuts[at], &self.cuts[at + 1]);
         let after = self.found_between(end, next);
-        self.counts[e].map_or(after, |count| count.saturating_sub(self.found_between(first, end)).max(after))
+        self.counts[at].map_or(after, |count| count.saturating_sub(self.found_between(first, end)).max(after))
     }
 
-    /// Replaces the cuts `t + 1..=e` and the counts `t..e` (`..=e` if the
-    /// window's end falls inside stretch `e`) by `cuts` and `counts`.
-    fn splice(&mut self, t: usize, e: usize, straddled: bool, cuts: Vec<Cut>, counts: Vec<Option<u64>>) {
-        let old_counts = if straddled { t..e + 1 } else { t..e };
-        self.cuts.splice(t + 1..=e, cuts);
+    /// Replaces the cuts `top + 1..=last` and the counts `top..last`
+    /// (`..=last` if the window's end falls inside stretch `last`) by
+    /// `cuts` and `counts`.
+    fn splice(&mut self, top: usize, last: usize, straddled: bool, cuts: Vec<Cut>, counts: Vec<Option<u64>>) {
+        let old_counts = if straddled { top..last + 1 } else { top..last };
+        self.cuts.splice(top + 1..=last, cuts);
         self.counts.splice(old_counts, counts);
         debug_assert_eq!(self.cuts.len(), self.counts.len() + 1);
     }
 
-    /// The stored cuts `t + 1..=e` and `view` together, with the counts
+    /// The stored cuts `top + 1..=last` and `view` together, with the counts
     /// between them, if they agree; `None` if they contradict.
     #[allow(clippy::type_complexity, reason = "cuts and their counts, as stored")]
     fn merge(
         &self,
-        t: usize,
-        e: usize,
+        top: usize,
+        last: usize,
         straddled: bool,
         view: &[(Cut, u64)],
     ) -> Option<(Vec<Cut>, Vec<Option<u64>>)> {
         // Every cut from the window's start on, with the new calls between
         // the start and it (if known) and, for a stored one, its index.
         let mut merged: Vec<(Cut, Option<u64>, Option<usize>)> = Vec::new();
-        let (mut i, mut v) = (t + 1, 0);
-        while i <= e || v < view.len() {
-            let order = match (self.cuts.get(i).filter(|_| i <= e), view.get(v)) {
+        let (mut stored, mut answered) = (top + 1, 0);
+        while stored <= last || answered < view.len() {
+            let order = match (self.cuts.get(stored).filter(|_| stored <= last), view.get(answered)) {
                 (Some(stored), Some((cut, _))) => self.cmp_cut(stored, cut),
                 (Some(_), None) => Ordering::Less,
                 _ => Ordering::Greater,
             };
             match order {
                 Ordering::Less => {
-                    merged.push((self.cuts[i].clone(), None, Some(i)));
-                    i += 1;
+                    merged.push((self.cuts[stored].clone(), None, Some(stored)));
+                    stored += 1;
                 }
                 Ordering::Equal => {
-                    merged.push((view[v].0.clone(), Some(view[v].1), Some(i)));
-                    i += 1;
-                    v += 1;
+                    merged.push((view[answered].0.clone(), Some(view[answered].1), Some(stored)));
+                    stored += 1;
+                    answered += 1;
                 }
                 Ordering::Greater => {
-                    merged.push((view[v].0.clone(), Some(view[v].1), None));
-                    v += 1;
+                    merged.push((view[answered].0.clone(), Some(view[answered].1), None));
+                    answered += 1;
                 }
             }
         }
@@ -473,7 +496,7 @@ impl Listing {
             let Some(index) = merged[k].2 else { continue };
             let previous = match stored_before(k) {
                 Some(j) => known[j].map(|p| (p, merged[j].2)),
-                None => Some((0, Some(t))),
+                None => Some((0, Some(top))),
             };
             if let Some((p, Some(from))) = previous
                 && from + 1 == index
@@ -499,8 +522,7 @@ impl Listing {
         }
         let mut cuts = Vec::with_capacity(merged.len());
         let mut counts = Vec::with_capacity(merged.len() + 1);
-        let mut previous = (Cut::End(0), Some(0u64), Some(t));
-        previous.0 = self.cuts[t].clone();
+        let mut previous = (self.cuts[top].clone(), Some(0u64), Some(top));
         for (k, (cut, _, index)) in merged.iter().enumerate() {
             let count = match (previous.1, known[k]) {
                 (Some(a), Some(b)) => Some(b.checked_sub(a)?),
@@ -518,14 +540,14 @@ impl Listing {
             previous = (cut.clone(), known[k], *index);
         }
         if straddled {
-            // What is left of stretch `e` past the window's end.
-            let next = &self.cuts[e + 1];
-            let from = if e == t {
+            // What is left of stretch `last` past the window's end.
+            let next = &self.cuts[last + 1];
+            let from = if last == top {
                 Some(0)
             } else {
-                merged.iter().zip(&known).find(|(m, _)| m.2 == Some(e)).and_then(|(_, k)| *k)
+                merged.iter().zip(&known).find(|(m, _)| m.2 == Some(last)).and_then(|(_, k)| *k)
             };
-            let rest = match (self.counts[e], known.last().copied().flatten(), from) {
+            let rest = match (self.counts[last], known.last().copied().flatten(), from) {
                 (Some(count), Some(end), Some(from)) => Some(count.checked_sub(end.checked_sub(from)?)?),
                 _ => None,
             };
@@ -729,7 +751,8 @@ pub(crate) async fn poll<S: PageSource>(
         }
         let nodes = listing.open_nodes();
         if allowance.is_none() {
-            let new_calls = (listing.found.len() as u64 + nodes.iter().map(Node::unfound).sum::<u64>()) as f64;
+            let new_calls =
+                (listing.found.len() as u64 + nodes.iter().map(Node::unfound).sum::<u64>()) as f64;
             allowance = Some(tuning.budget_per_new * new_calls + tuning.budget_slack);
         }
         probes = plan(&listing, &nodes, ctx, tuning, target, allowance.unwrap_or(0.0) - spent, *requests);
@@ -806,4 +829,124 @@ fn plan(
         }
     }
     probes
+}
+
+#[cfg(test)]
+mod tests {
+    use plumline_api::CallType;
+
+    use super::*;
+
+    fn call(id: &str, start: i64) -> Call {
+        Call {
+            dest: "100".into(),
+            src: "200".into(),
+            start,
+            end: start + 1,
+            session_id: id.into(),
+            call_type: CallType::Inbound,
+            log: false,
+        }
+    }
+
+    const NEWEST_ASC: Order = Order { newest_first: true, ids_ascending: true };
+
+    /// Answers, each as `(start, id)` in the order answered.
+    type Answers<'a> = &'a [&'a [(i64, &'a str)]];
+
+    #[test]
+    fn the_order_is_what_no_answer_contradicted() {
+        let newest_desc = Order { newest_first: true, ids_ascending: false };
+        let oldest_asc = Order { newest_first: false, ids_ascending: true };
+        // (answers, each as (start, id) in the order answered; the order left)
+        let cases: [(Answers<'_>, Option<Order>); 8] = [
+            (&[], None),
+            (&[&[(10, "a")]], None),
+            // Ties never seen: ids ascending until shown otherwise.
+            (&[&[(10, "a"), (9, "b")]], Some(NEWEST_ASC)),
+            (&[&[(10, "b"), (10, "a"), (9, "c")]], Some(newest_desc)),
+            (&[&[(9, "a"), (10, "b")]], Some(oldest_asc)),
+            (&[&[(10, "a"), (9, "b")], &[(9, "a"), (10, "b")]], None),
+            (&[&[(10, "a"), (10, "b"), (9, "c")], &[(10, "b"), (10, "a")]], None),
+            // The same call twice (a listing that moved between pages) says nothing.
+            (&[&[(10, "a"), (10, "a")]], None),
+        ];
+        for (answers, want) in cases {
+            let mut evidence = OrderEvidence::default();
+            for answer in answers {
+                let calls: Vec<Call> = answer.iter().map(|(start, id)| call(id, *start)).collect();
+                evidence.observe(&calls);
+            }
+            assert_eq!(evidence.order(), want, "{answers:?}");
+        }
+    }
+
+    /// Ten held calls `h100`..`h109`, one a second, newest first.
+    fn listing() -> Listing {
+        let mut target = Target::new(Some("100".into()), 100);
+        for start in 100..110 {
+            target.seen.insert(&format!("h{start}"), start);
+        }
+        Listing::new(NEWEST_ASC, &target, 100, 109)
+    }
+
+    fn page(calls: &[(&str, i64)], total_calls: u64) -> CallPage {
+        CallPage { calls: calls.iter().map(|(id, start)| call(id, *start)).collect(), total_calls }
+    }
+
+    fn unfound(listing: &Listing) -> Vec<(u64, Option<u64>)> {
+        listing.open_nodes().iter().map(|n| (n.known, n.unfound)).collect()
+    }
+
+    #[test]
+    fn answers_cut_stretches_and_one_that_contradicts_replaces_its_window() {
+        let mut l = listing();
+        // The whole reach-back from its start: the two newest calls, and
+        // one new call somewhere in the eight after them.
+        let first = Probe { top: -110, u0: -100, offset: 0, limit: 2 };
+        assert_eq!(l.take(first, &page(&[("h109", 109), ("h108", 108)], 11)), Ok(Taken::Agreed));
+        let nodes = l.open_nodes();
+        assert_eq!(unfound(&l), [(8, Some(1))]);
+        // Its requests start at the second after h109, one call before it.
+        assert_eq!((nodes[0].top, nodes[0].offset), (-109, 1));
+
+        // A probe there that agrees: the new call is x104, after h104 (ids
+        // ascending within a second), and the stretch is done.
+        let mut agreeing = listing();
+        agreeing.take(first, &page(&[("h109", 109), ("h108", 108)], 11)).expect("readable");
+        let probe = Probe { top: -109, u0: -100, offset: 5, limit: 1 };
+        assert_eq!(agreeing.take(probe, &page(&[("x104", 104)], 10)), Ok(Taken::Agreed));
+        assert_eq!(unfound(&agreeing), []);
+
+        // The same probe after another call ended (at 102): the window's
+        // total grew, so the window reads as answered, with one call left
+        // after x104.
+        assert_eq!(l.take(probe, &page(&[("x104", 104)], 11)), Ok(Taken::Replaced));
+        assert_eq!(unfound(&l), [(4, Some(1))]);
+
+        // A window starting at a cut no longer known is not read, but its
+        // new call is found.
+        let stale = Probe { top: -108, u0: -100, offset: 5, limit: 1 };
+        assert_eq!(l.take(stale, &page(&[("y102", 102)], 11)), Ok(Taken::Stale));
+        assert_eq!(unfound(&l), []);
+    }
+
+    #[test]
+    fn answers_that_cannot_be_placed_are_refused() {
+        let first = Probe { top: -110, u0: -100, offset: 0, limit: 2 };
+        // (calls answered, total: what no listing in this order could answer)
+        let cases: [(&[(&str, i64)], u64); 4] = [
+            // h108 is held, and listed between these two.
+            (&[("h109", 109), ("h107", 107)], 10),
+            // Out of order.
+            (&[("h108", 108), ("h109", 109)], 10),
+            // Outside the window asked.
+            (&[("h111", 111)], 10),
+            // Fewer calls than are held there.
+            (&[("h109", 109), ("h108", 108)], 9),
+        ];
+        for (calls, total) in cases {
+            assert_eq!(listing().take(first, &page(calls, total)), Err(Unreadable), "{calls:?}");
+        }
+    }
 }
