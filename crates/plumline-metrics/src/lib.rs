@@ -47,10 +47,14 @@
 //! holds every call listed in that reach-back, so overlapping windows count
 //! each call once, and says how many calls of any window the poller already
 //! holds: a `limit=1` request answering the same `total_calls` means nothing
-//! new there. A poll fetches the newest few calls whole, counts the rest,
-//! bisects where a count grew and fetches only the small windows that hold
-//! the new calls: a few requests and roughly the new calls' bytes, not the
-//! reach-back (`benches/bin/poll_cost.rs` measures it).
+//! new there. Once the answers have shown the API's listing order, a poll
+//! places its requests by position: each request's `total_calls` and the
+//! rank of the call it returns cut the reach-back twice, and a stretch
+//! that holds a new call among few held ones is fetched by position. With
+//! no order known (or when the listing moves too fast under a poll) it
+//! counts time windows and bisects where a count grew. Either way, a few
+//! requests and roughly the new calls' bytes, not the reach-back
+//! (`benches/bin/poll_cost.rs` measures it).
 //!
 //! # Labels
 //!

@@ -3,8 +3,8 @@
 //! `config.rs` holds [`PollerConfig`] and its validation, `window.rs` the
 //! time arithmetic (days, backfill windows, backoff), `instrumented.rs` the
 //! page source that counts requests; this file holds the loop: backfill,
-//! then a poll of every number each interval (the search itself is
-//! `search.rs`).
+//! then a poll of every number each interval (the searches themselves are
+//! `search/`).
 
 mod config;
 mod instrumented;
@@ -126,10 +126,12 @@ struct Backfill {
 /// zero series per documented direction.
 ///
 /// **Polls.** Each later poll looks at `[last poll - max_call_duration,
-/// now]` and fetches only what is new there (see `search.rs`: `limit=1`
-/// counts against what the dedupe set holds, bisection where a count grew),
+/// now]` and fetches only what is new there (see `search/`: requests
+/// placed by position in the API's listing order once the answers show
+/// one, else `limit=1` counts of time windows bisected where a count grew),
 /// so it costs a few requests and roughly the bytes of the new calls. A
-/// poll that fails keeps its watermark, so the next covers the window again
+/// poll that fails, or that leaves calls to the next because the listing
+/// moved under it, keeps its watermark, so the next covers the window again
 /// without counting anything twice.
 ///
 /// **Days.** The first poll of a new UTC day resets every call series to
@@ -569,8 +571,9 @@ mod tests {
     /// The shared in-memory API, live (a call is listed once `now >= end`,
     /// as the real one lists only completed calls), numbers matched by
     /// `dest`, ordered by start *ascending* (the simulator orders them the
-    /// other way, so the poller may rely on neither), with switches for an
-    /// API that is down or refuses the credentials.
+    /// other way: the poller learns the order from the answers, so these
+    /// tests run its search in listing order oldest first), with switches
+    /// for an API that is down or refuses the credentials.
     struct Api {
         source: Arc<MemorySource>,
         down: Arc<AtomicBool>,

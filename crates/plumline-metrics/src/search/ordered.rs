@@ -626,7 +626,7 @@ impl Listing {
     /// calls listed before it (by the age prior).
     fn edge_at(&self, node: &Node, ctx: &PollContext, target: &Target, share: f64) -> Option<i64> {
         let (lo, hi) = Self::edges_inside(node)?;
-        // The node's calls start within these seconds (in `u`: lo - ... hi + 1).
+        // The node's calls lie in the seconds `u_a..=u_b` (in `u`).
         let (u_a, u_b) = (lo, hi + 1);
         let u0 = if self.order.newest_first {
             // Listed first = youngest: starts in [m, b] lie before End(-m).
