@@ -742,7 +742,8 @@ pub(crate) async fn poll<S: PageSource>(
         if let Some(error) = first_error {
             return Err(error);
         }
-        // A full dedupe set raised the horizon: the reach-back changed under us.
+        // Another order showed, or a full dedupe set raised the horizon
+        // (the reach-back changed under the search).
         if target.order.order() != Some(order) || tally.evicted > evicted_before {
             return Ok(Outcome::Unusable);
         }
