@@ -756,22 +756,39 @@ pub(crate) async fn poll<S: PageSource>(
                 (listing.found.len() as u64 + nodes.iter().map(Node::unfound).sum::<u64>()) as f64;
             allowance = Some(tuning.budget_per_new * new_calls + tuning.budget_slack);
         }
-        probes = plan(&listing, &nodes, ctx, tuning, target, allowance.unwrap_or(0.0) - spent, *requests);
+        // Once the listing moved under this poll, splits stop riding on the
+        // requests of earlier stretches: such a window spans every stretch
+        // between, and each is one more place a call may end meanwhile.
+        let round =
+            Round { remaining: allowance.unwrap_or(0.0) - spent, requests: *requests, pair: replaced == 0 };
+        probes = plan(&listing, &nodes, ctx, tuning, target, round);
     }
     Ok(Outcome::Done)
 }
 
+/// Where a poll stands when it plans a round.
+#[derive(Debug, Clone, Copy)]
+struct Round {
+    /// What is left of the byte allowance, in calls' worth.
+    remaining: f64,
+    /// Requests made so far.
+    requests: u64,
+    /// Whether splits may ride on the requests of earlier stretches.
+    pair: bool,
+}
+
 /// What one round asks: for each open node a fetch, a probe inside it, or
-/// a window edge inside it riding on the request of a node listed earlier.
+/// (if `round.pair`) a window edge inside it riding on the request of a
+/// node listed earlier.
 fn plan(
     listing: &Listing,
     nodes: &[Node],
     ctx: &PollContext,
     tuning: &Tuning,
     target: &Target,
-    remaining: f64,
-    requests: u64,
+    round: Round,
 ) -> Vec<Probe> {
+    let Round { remaining, requests, pair } = round;
     let open_new: u64 = nodes.iter().map(Node::unfound).sum();
     let remaining = (remaining - tuning.budget_reserve * open_new as f64).max(0.0);
     let everything = fetch_everything(tuning, requests);
@@ -809,7 +826,9 @@ fn plan(
             continue;
         }
         // A split: ride as a window edge on an earlier request if one is free.
-        if let (Some(j), Some(u0)) = (free_edges.last().copied(), listing.edge_at(node, ctx, target, 0.5)) {
+        if let (true, Some(j), Some(u0)) =
+            (pair, free_edges.last().copied(), listing.edge_at(node, ctx, target, 0.5))
+        {
             free_edges.pop();
             probes[j].u0 = u0;
             continue;
