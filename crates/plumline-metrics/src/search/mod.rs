@@ -373,9 +373,9 @@ pub(crate) async fn poll_target<S: PageSource>(
     let order = target.order.order().filter(|_| tuning.ordered);
     let ordered = order.is_some() && target.costs.ordered_next();
     if let Some(order) = order.filter(|_| ordered) {
-        let outcome =
-            ordered::poll(source, metrics, ctx, tuning, target, (lo, hi), order, tally, &mut requests)
-                .await?;
+        let outcome;
+        (outcome, requests) =
+            ordered::poll(source, metrics, ctx, tuning, target, (lo, hi), order, tally).await?;
         match outcome {
             Outcome::Done => {}
             // The next poll covers this window again and finds the rest,

@@ -669,7 +669,7 @@ fn fetch_everything(tuning: &Tuning, requests: u64) -> bool {
 
 /// One poll of `target` over `[lo, hi]` in `order`: finds and counts every
 /// call listed there that it does not hold yet; see the module docs.
-/// Adds the requests made to `requests`.
+/// Returns how it ended and how many requests it made.
 ///
 /// # Errors
 /// The first error of a request; the calls absorbed so far stay counted
@@ -684,8 +684,7 @@ pub(crate) async fn poll<S: PageSource>(
     (lo, hi): (i64, i64),
     order: Order,
     tally: &mut Tally,
-    requests: &mut u64,
-) -> Result<Outcome, ApiError> {
+) -> Result<(Outcome, u64), ApiError> {
     let mut listing = Listing::new(order, target, lo, hi);
     let (u_first, u_last) = listing.u_range();
     // The first request reads the newest calls (where new short calls sit
@@ -699,8 +698,9 @@ pub(crate) async fn poll<S: PageSource>(
     let mut spent = 0.0f64;
     let evicted_before = tally.evicted;
     let mut replaced = 0u32;
+    let mut requests = 0u64;
     while !probes.is_empty() {
-        *requests += probes.len() as u64;
+        requests += probes.len() as u64;
         let number = target.number.clone();
         let answers: Vec<(Probe, Result<CallPage, ApiError>)> = futures::stream::iter(probes)
             .map(|probe| {
@@ -745,10 +745,10 @@ pub(crate) async fn poll<S: PageSource>(
         // Another order showed, or a full dedupe set raised the horizon
         // (the reach-back changed under the search).
         if target.order.order() != Some(order) || tally.evicted > evicted_before {
-            return Ok(Outcome::Unusable);
+            return Ok((Outcome::Unusable, requests));
         }
-        if unreadable || replaced > MAX_REPLACED || *requests >= tuning.max_requests {
-            return Ok(Outcome::Moved);
+        if unreadable || replaced > MAX_REPLACED || requests >= tuning.max_requests {
+            return Ok((Outcome::Moved, requests));
         }
         let nodes = listing.open_nodes();
         if allowance.is_none() {
@@ -759,11 +759,10 @@ pub(crate) async fn poll<S: PageSource>(
         // Once the listing moved under this poll, splits stop riding on the
         // requests of earlier stretches: such a window spans every stretch
         // between, and each is one more place a call may end meanwhile.
-        let round =
-            Round { remaining: allowance.unwrap_or(0.0) - spent, requests: *requests, pair: replaced == 0 };
+        let round = Round { remaining: allowance.unwrap_or(0.0) - spent, requests, pair: replaced == 0 };
         probes = plan(&listing, &nodes, ctx, tuning, target, round);
     }
-    Ok(Outcome::Done)
+    Ok((Outcome::Done, requests))
 }
 
 /// Where a poll stands when it plans a round.
