@@ -435,9 +435,12 @@ async fn run_backfill<S: PageSource>(
                 backfill.pending.retain(|w| *w != (index, start, end));
                 let mut tally = Tally::default();
                 target.order.observe(&calls);
+                target.note_slack((start, end), &calls);
                 let calls = dedupe_chunk(calls);
                 // Calls that started before `live_from` are never listed
-                // again by a poll: counted, not remembered.
+                // again by a poll (nor counted in its windows, widened by
+                // the server's slack): counted, not remembered.
+                let live_from = live_from.saturating_sub(target.slack);
                 let (live, settled): (Vec<Call>, Vec<Call>) =
                     calls.into_iter().partition(|c| c.start >= live_from);
                 for call in settled.iter().filter(|c| (start..=end).contains(&c.start)) {
@@ -445,7 +448,7 @@ async fn run_backfill<S: PageSource>(
                         count(metrics, target, call, &mut tally);
                     }
                 }
-                absorb(metrics, target, &ctx, (start, end), &live, false, &mut tally);
+                absorb(metrics, target, &ctx, (live_from, backfill.now), &live, false, &mut tally);
                 report.counted += tally.counted;
                 evicted += tally.evicted;
                 done += 1;
@@ -514,7 +517,9 @@ async fn poll_targets<S: PageSource>(
             // the next covers its window again.
             if result.is_ok() && !tally.deferred {
                 target.watermark = Some(ctx.now);
-                target.seen.evict_started_before(ctx.now.saturating_sub(ctx.reach_back));
+                // The server counts calls up to its slack before the next
+                // window: they stay held, so its counts and ours agree.
+                target.seen.evict_started_before(ctx.now.saturating_sub(ctx.reach_back + target.slack));
             }
             (target.number.clone(), tally, result)
         })

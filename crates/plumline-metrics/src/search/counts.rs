@@ -3,9 +3,10 @@
 //! only the small windows where a count grew.
 //!
 //! For a window `[a, b]` the poller knows how many calls it holds
-//! ([`SeenCalls::count_in`]); a request with `limit=1` and `offset` = that
-//! count answers the window's `total_calls` (and, when the count grew, one
-//! call, else an empty page). The search:
+//! ([`Target::held_in`]: widened by the server's slack, for a server that
+//! answers wider windows than asked); a request with `limit=1` and
+//! `offset` = that count answers the window's `total_calls` (and, when the
+//! count grew, one call, else an empty page). The search:
 //!
 //! 1. fetches the newest few held calls' window whole (new short calls sit
 //!    there among few old ones) and counts the rest of the reach-back;
@@ -20,6 +21,9 @@
 //!    shared among the open windows by their new calls. Fetching a window
 //!    whole saves the counts that would isolate its new calls.
 //!
+//! With slack, both halves of a split are counted: a half's count derived
+//! from its parent's would be off by the calls at the split's edges.
+//!
 //! Nothing here relies on the API's order within a window. Counts are
 //! assumed to only grow (a listed call stays listed): a window whose count
 //! fell is treated as holding nothing new.
@@ -30,7 +34,6 @@ use plumline_api::{ApiError, Call, CallQuery, PageSource};
 #[cfg(doc)]
 use super::AgePrior;
 use super::{ANSWER_OVERHEAD, PollContext, Tally, Target, Tuning, absorb, fetch_window};
-use crate::dedupe::SeenCalls;
 use crate::metrics::Metrics;
 
 /// `total_calls` of `[a, b]` from one `limit=1` request at `offset` (the
@@ -99,12 +102,12 @@ pub(crate) async fn poll<S: PageSource>(
     let mut allowance: Option<f64> = None;
     let mut spent = 0.0f64;
     while !frontier.is_empty() {
-        let open_new = open_new_calls(&target.seen, &frontier);
+        let open_new = open_new_calls(target, &frontier);
         let remaining = allowance
             .map_or(0.0, |allowance| (allowance - spent - tuning.budget_reserve * open_new as f64).max(0.0));
         let mut probes = Vec::with_capacity(frontier.len());
         for node in frontier.drain(..) {
-            let held = target.seen.count_in(node.a, node.b);
+            let held = target.held_in(node.a, node.b);
             let probe_for = |a: i64, b: i64, held: u64, force: bool, sibling| {
                 let fetch = force || held <= tuning.small_fetch || requests >= tuning.max_requests;
                 Probe { a, b, count_at: (!fetch).then_some(held), sibling }
@@ -120,8 +123,14 @@ pub(crate) async fn poll<S: PageSource>(
             let share = remaining * new as f64 / open_new.max(1) as f64;
             let small = total <= tuning.fetch_ratio * new + tuning.fetch_slack || total as f64 <= share;
             match target.prior.split(ctx.now, node.a, node.b).filter(|_| !small) {
+                // Two widened halves overlap their parent's edges
+                // differently: with slack, both halves are counted.
+                Some(m) if target.slack > 0 => {
+                    probes.push(probe_for(m, node.b, target.held_in(m, node.b), false, None));
+                    probes.push(probe_for(node.a, m - 1, target.held_in(node.a, m - 1), false, None));
+                }
                 Some(m) => {
-                    let held_young = target.seen.count_in(m, node.b);
+                    let held_young = target.held_in(m, node.b);
                     probes.push(probe_for(m, node.b, held_young, false, Some((node.a, m - 1, total))));
                 }
                 None => probes.push(probe_for(node.a, node.b, held, true, None)),
@@ -154,7 +163,8 @@ pub(crate) async fn poll<S: PageSource>(
             };
             spent += calls.len() as f64 + ANSWER_OVERHEAD;
             target.order.observe(&calls);
-            absorb(metrics, target, ctx, (probe.a, probe.b), &calls, true, tally);
+            target.note_slack((probe.a, probe.b), &calls);
+            absorb(metrics, target, ctx, (lo, hi), &calls, true, tally);
             if probe.count_at.is_some() {
                 frontier.push(Node { a: probe.a, b: probe.b, total: Some(total), fetch: false });
             }
@@ -166,7 +176,7 @@ pub(crate) async fn poll<S: PageSource>(
             break;
         }
         if allowance.is_none() {
-            let new_calls = (tally.counted + open_new_calls(&target.seen, &frontier)) as f64;
+            let new_calls = (tally.counted + open_new_calls(target, &frontier)) as f64;
             allowance = Some(tuning.budget_per_new * new_calls + tuning.budget_slack);
         }
     }
@@ -177,6 +187,6 @@ pub(crate) async fn poll<S: PageSource>(
 }
 
 /// The new calls the windows of known totals hold, together.
-fn open_new_calls(seen: &SeenCalls, frontier: &[Node]) -> u64 {
-    frontier.iter().filter_map(|n| n.total.map(|t| t.saturating_sub(seen.count_in(n.a, n.b)))).sum()
+fn open_new_calls(target: &Target, frontier: &[Node]) -> u64 {
+    frontier.iter().filter_map(|n| n.total.map(|t| t.saturating_sub(target.held_in(n.a, n.b)))).sum()
 }

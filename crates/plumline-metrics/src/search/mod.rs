@@ -196,6 +196,10 @@ pub(crate) struct Target {
     pub(crate) costs: SearchCosts,
     /// The last poll left calls for this one (its window is covered again).
     pub(crate) deferred: bool,
+    /// How many seconds the server widens every window by, on both sides,
+    /// as seen in its answers (calls outside the window asked); 0 for a
+    /// server that answers exactly.
+    pub(crate) slack: i64,
 }
 
 /// Requests per new call (plus one) of recent polls, by search: a listing
@@ -247,7 +251,21 @@ impl Target {
             order: OrderEvidence::default(),
             costs: SearchCosts::default(),
             deferred: false,
+            slack: 0,
         }
+    }
+
+    /// Learns from an answer for `[a, b]` how far the server widens windows.
+    pub(crate) fn note_slack(&mut self, (a, b): (i64, i64), calls: &[Call]) {
+        for call in calls {
+            self.slack = self.slack.max(a - call.start).max(call.start - b);
+        }
+    }
+
+    /// How many held calls the server counts in its answer for `[a, b]`:
+    /// those of the window widened by the server's slack.
+    pub(crate) fn held_in(&self, a: i64, b: i64) -> u64 {
+        self.seen.count_in(a.saturating_sub(self.slack), b.saturating_add(self.slack))
     }
 
     /// The `number` label of calls of this target (`None`: per call).
@@ -280,24 +298,27 @@ pub(crate) struct PollContext {
     pub(crate) page_size: u32,
 }
 
-/// Takes the calls of an answer for `[a, b]` into the target: each new one
-/// is remembered and, if it ended today, counted.
+/// Takes the calls of an answer into the target: each new one is
+/// remembered and, if it ended today, counted.
 ///
+/// `reach` is the span whose calls the target holds all of: the poll's
+/// reach-back (the backfill's live part). A call starting there is taken
+/// whichever window answered it (a server that widens its windows answers
+/// a neighbour's calls too, and only here are they seen); one starting
+/// outside may be one no longer held, so counting it could count it twice.
 /// `live` says whether this is a regular poll (detection lag and the age
 /// prior learn from it) rather than the backfill.
 pub(crate) fn absorb(
     metrics: &Metrics,
     target: &mut Target,
     ctx: &PollContext,
-    window: (i64, i64),
+    reach: (i64, i64),
     calls: &[Call],
     live: bool,
     tally: &mut Tally,
 ) {
     for call in calls {
-        // A call outside the window asked for is not this window's (and
-        // would make the held count disagree with the API's).
-        if !(window.0..=window.1).contains(&call.start) {
+        if !(reach.0..=reach.1).contains(&call.start) {
             continue;
         }
         // A call ending on the next UTC day (a server clock ahead of ours)
@@ -370,7 +391,8 @@ pub(crate) async fn poll_target<S: PageSource>(
     let lo = watermark.saturating_sub(ctx.reach_back).max(target.horizon).clamp(0, hi);
     let mut requests = 0;
     let counted_before = tally.counted;
-    let order = target.order.order().filter(|_| tuning.ordered);
+    // Positions in a widened window are not the ones asked for.
+    let order = target.order.order().filter(|_| tuning.ordered && target.slack == 0);
     let ordered = order.is_some() && target.costs.ordered_next();
     if let Some(order) = order.filter(|_| ordered) {
         let outcome;

@@ -732,19 +732,20 @@ pub(crate) async fn poll<S: PageSource>(
             };
             spent += page.calls.len() as f64 + ANSWER_OVERHEAD;
             target.order.observe(&page.calls);
+            target.note_slack(listing.window(probe.top, probe.u0), &page.calls);
             match listing.take(probe, &page) {
                 Ok(Taken::Replaced) => replaced += 1,
                 Ok(Taken::Agreed | Taken::Stale) => {}
                 Err(Unreadable) => unreadable = true,
             }
-            absorb(metrics, target, ctx, listing.window(probe.top, probe.u0), &page.calls, true, tally);
+            absorb(metrics, target, ctx, (lo, hi), &page.calls, true, tally);
         }
         if let Some(error) = first_error {
             return Err(error);
         }
-        // Another order showed, or a full dedupe set raised the horizon
-        // (the reach-back changed under the search).
-        if target.order.order() != Some(order) || tally.evicted > evicted_before {
+        // Another order showed, the server widens its windows, or a full
+        // dedupe set raised the horizon (the reach-back changed under the search).
+        if target.order.order() != Some(order) || target.slack > 0 || tally.evicted > evicted_before {
             return Ok((Outcome::Unusable, requests));
         }
         if unreadable || replaced > MAX_REPLACED || requests >= tuning.max_requests {
