@@ -64,6 +64,11 @@ impl<F: Fn() -> i64 + Send + Sync> Clock for F {
     }
 }
 
+/// How far before the first poll's reach-back the backfill remembers calls
+/// (they are evicted after that poll): room for a server that answers
+/// windows this much wider than asked.
+const SLACK_MARGIN: i64 = 300;
+
 /// A number whose poll failed, and why.
 #[derive(Debug)]
 pub struct TargetError {
@@ -438,9 +443,10 @@ async fn run_backfill<S: PageSource>(
                 target.note_slack((start, end), &calls);
                 let calls = dedupe_chunk(calls);
                 // Calls that started before `live_from` are never listed
-                // again by a poll (nor counted in its windows, widened by
-                // the server's slack): counted, not remembered.
-                let live_from = live_from.saturating_sub(target.slack);
+                // again by a poll: counted, not remembered. (Those up to
+                // `SLACK_MARGIN` before are remembered too: a server that
+                // widens its windows counts them in the first poll's oldest.)
+                let live_from = live_from.saturating_sub(target.slack.max(SLACK_MARGIN));
                 let (live, settled): (Vec<Call>, Vec<Call>) =
                     calls.into_iter().partition(|c| c.start >= live_from);
                 for call in settled.iter().filter(|c| (start..=end).contains(&c.start)) {
