@@ -11,8 +11,9 @@
 //!   shown one order ([`OrderEvidence`]), from the backfill on.
 //! - `counts.rs`, the order-free count search: `total_calls` of time
 //!   windows, bisected where a count grew. It runs when no order is known,
-//!   when the answers stop fitting the order, and when a listing moved
-//!   under two polls in a row.
+//!   when the answers stop fitting the order, when the server widens its
+//!   windows ([`Target::slack`]), and when a listing moved under two polls
+//!   in a row.
 //!
 //! [`poll_target`] picks per number the search that cost fewer requests
 //! per new call lately ([`SearchCosts`]): a listing that moves a lot
@@ -58,9 +59,9 @@ pub(crate) struct Tuning {
     pub(crate) fetch_slack: u64,
     /// Requests in flight at once within one number's poll.
     pub(crate) in_flight: usize,
-    /// After this many requests in one number's poll, every open window is
-    /// fetched whole (a bound on a pathological source, never reached in
-    /// the benchmark).
+    /// After this many requests in one number's poll, the count search
+    /// fetches every open window whole; the ordered search does so at half
+    /// this and gives up at it (bounds on a pathological source).
     pub(crate) max_requests: u64,
     /// A poll's byte allowance, in calls' worth: this many per new call...
     pub(crate) budget_per_new: f64,
@@ -156,12 +157,12 @@ impl AgePrior {
             return None;
         }
         let (x_young, x_old) = (log_age(now - b), log_age(now - a));
-        let half = self.mass(x_young, x_old) * share;
+        let wanted = self.mass(x_young, x_old) * share;
         // Bisection on the monotone mass function: 40 steps are plenty.
         let (mut lo, mut hi) = (x_young, x_old);
         for _ in 0..40 {
             let mid = f64::midpoint(lo, hi);
-            if self.mass(x_young, mid) < half {
+            if self.mass(x_young, mid) < wanted {
                 lo = mid;
             } else {
                 hi = mid;
