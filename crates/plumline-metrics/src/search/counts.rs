@@ -29,11 +29,11 @@
 //! fell is treated as holding nothing new.
 
 use futures::StreamExt as _;
-use plumline_api::{ApiError, Call, CallQuery, PageSource};
+use plumline_api::{ApiError, Call, PageSource};
 
 #[cfg(doc)]
 use super::AgePrior;
-use super::{ANSWER_OVERHEAD, PollContext, Tally, Target, Tuning, absorb, fetch_window};
+use super::{ANSWER_OVERHEAD, PollContext, Tally, Target, Tuning, absorb, fetch_page, fetch_window};
 use crate::metrics::Metrics;
 
 /// `total_calls` of `[a, b]` from one `limit=1` request at `offset` (the
@@ -44,8 +44,7 @@ async fn count_window<S: PageSource>(
     (a, b): (i64, i64),
     offset: u64,
 ) -> Result<(u64, Vec<Call>), ApiError> {
-    let request = CallQuery::new(a, b)?.with_number(number).page(1, offset)?;
-    let page = source.fetch_page(&request).await?;
+    let page = fetch_page(source, number, (a, b), 1, offset).await?;
     Ok((page.total_calls, page.calls))
 }
 

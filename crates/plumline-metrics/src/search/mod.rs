@@ -352,6 +352,18 @@ pub(crate) fn count(metrics: &Metrics, target: &Target, call: &Call, tally: &mut
     tally.counted += 1;
 }
 
+/// One page of `[a, b]`: `limit` calls at `offset`.
+pub(crate) async fn fetch_page<S: PageSource>(
+    source: &S,
+    number: Option<String>,
+    (a, b): (i64, i64),
+    limit: u32,
+    offset: u64,
+) -> Result<CallPage, ApiError> {
+    let request = CallQuery::new(a, b)?.with_number(number).page(limit, offset)?;
+    source.fetch_page(&request).await
+}
+
 /// Pages through `[a, b]` whole; returns the largest `total_calls` seen and
 /// every call.
 pub(crate) async fn fetch_window<S: PageSource>(

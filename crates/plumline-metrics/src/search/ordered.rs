@@ -38,9 +38,9 @@ use std::cmp::Ordering;
 use std::sync::Arc;
 
 use futures::StreamExt as _;
-use plumline_api::{ApiError, Call, CallPage, CallQuery, PageSource};
+use plumline_api::{ApiError, Call, CallPage, PageSource};
 
-use super::{ANSWER_OVERHEAD, PollContext, Tally, Target, Tuning, absorb};
+use super::{ANSWER_OVERHEAD, PollContext, Tally, Target, Tuning, absorb, fetch_page};
 use crate::metrics::Metrics;
 
 /// How the API lists a window: by start, then by session id.
@@ -249,6 +249,10 @@ impl Listing {
         if self.order.newest_first { -start } else { start }
     }
 
+    fn key(&self, call: &Call) -> Key {
+        Key { u: self.u(call.start), id: Arc::from(call.session_id.as_str()) }
+    }
+
     /// The `u` of the reach-back's first and last listed seconds.
     fn u_range(&self) -> (i64, i64) {
         let (a, b) = (self.u(self.lo), self.u(self.hi));
@@ -340,7 +344,7 @@ impl Listing {
             if !(a..=b).contains(&call.start) {
                 return Err(Unreadable);
             }
-            let key = Key { u: self.u(call.start), id: Arc::from(call.session_id.as_str()) };
+            let key = self.key(call);
             if keys.last().is_some_and(|p| self.cmp_key(p, &key) != Ordering::Less) {
                 return Err(Unreadable);
             }
@@ -393,7 +397,7 @@ impl Listing {
             // Its positions cannot be placed, but its new calls are found.
             let (a, b) = self.window(probe.top, probe.u0);
             for call in page.calls.iter().filter(|c| (a..=b).contains(&c.start)) {
-                let key = Key { u: self.u(call.start), id: Arc::from(call.session_id.as_str()) };
+                let key = self.key(call);
                 if !self.is_held(&key) {
                     self.remember(key);
                 }
@@ -706,16 +710,7 @@ pub(crate) async fn poll<S: PageSource>(
             .map(|probe| {
                 let number = number.clone();
                 let window = listing.window(probe.top, probe.u0);
-                async move {
-                    let request = CallQuery::new(window.0, window.1)
-                        .map(|q| q.with_number(number))
-                        .and_then(|q| q.page(probe.limit, probe.offset));
-                    let answer = match request {
-                        Ok(request) => source.fetch_page(&request).await,
-                        Err(error) => Err(error),
-                    };
-                    (probe, answer)
-                }
+                async move { (probe, fetch_page(source, number, window, probe.limit, probe.offset).await) }
             })
             .buffer_unordered(tuning.in_flight.max(1))
             .collect()
