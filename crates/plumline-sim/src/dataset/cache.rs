@@ -32,6 +32,16 @@ impl DayCache {
     pub(super) fn new() -> Self {
         DayCache { days: HashMap::new(), tick: 0, resident_calls: 0 }
     }
+
+    /// A new tick, and day `d` if cached (marked used at it).
+    fn touch(&mut self, d: i64) -> Option<Arc<Day>> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.days.get_mut(&d).map(|entry| {
+            entry.1 = tick;
+            Arc::clone(&entry.0)
+        })
+    }
 }
 
 impl Day {
@@ -61,26 +71,18 @@ impl Simulator {
         {
             return Arc::clone(day);
         }
-        {
-            let mut cache = self.inner.cache.lock().unwrap_or_else(PoisonError::into_inner);
-            cache.tick += 1;
-            let tick = cache.tick;
-            if let Some(entry) = cache.days.get_mut(&d) {
-                entry.1 = tick;
-                return Arc::clone(&entry.0);
-            }
+        if let Some(day) = self.inner.cache.lock().unwrap_or_else(PoisonError::into_inner).touch(d) {
+            return day;
         }
         // Generated outside the lock so other days stay servable meanwhile;
         // two requests racing for the same day generate it twice, identically.
         let day = Arc::new(self.generate(d));
         debug!(day = d, n_calls = day.recs.len(), "generated day");
         let mut cache = self.inner.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        cache.tick += 1;
-        let tick = cache.tick;
-        if let Some(entry) = cache.days.get_mut(&d) {
-            entry.1 = tick;
-            return Arc::clone(&entry.0);
+        if let Some(day) = cache.touch(d) {
+            return day;
         }
+        let tick = cache.tick;
         cache.resident_calls += day.resident_calls();
         cache.days.insert(d, (Arc::clone(&day), tick));
         let budget = self.inner.config.cache_calls;
