@@ -508,10 +508,11 @@ fn shuffle_ties(window: &mut [Call], n: u64) {
 mod tests {
     use std::sync::Arc;
 
-    use plumline_api::{CallQuery, CallType};
+    use plumline_api::CallType;
 
     use super::*;
     use crate::config::SimConfig;
+    use crate::dataset::tests::request;
 
     const JAN1: i64 = 1_735_689_600;
 
@@ -533,14 +534,6 @@ mod tests {
         calls.push(call("c5b", 300));
         calls.reverse();
         calls
-    }
-
-    fn request(start: i64, end: i64, number: Option<&str>, limit: u32, offset: u64) -> PageRequest {
-        CallQuery::new(start, end)
-            .expect("valid window")
-            .with_number(number.map(str::to_owned))
-            .page(limit, offset)
-            .expect("valid page")
     }
 
     fn fetch(source: &MemorySource, request: &PageRequest) -> Result<CallPage, ApiError> {

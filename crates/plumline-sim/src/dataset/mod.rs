@@ -151,4 +151,4 @@ impl Simulator {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

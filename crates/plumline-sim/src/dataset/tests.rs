@@ -19,7 +19,8 @@ fn week() -> SimConfig {
     SimConfig::default().with_seed(42).with_calls_per_day(300.0).with_data_range(JAN1, JAN1 + 7 * DAY_SECS)
 }
 
-fn request(start: i64, end: i64, number: Option<&str>, limit: u32, offset: u64) -> PageRequest {
+/// The request for `limit` calls at `offset` of `[start, end]` (and `number`).
+pub(crate) fn request(start: i64, end: i64, number: Option<&str>, limit: u32, offset: u64) -> PageRequest {
     CallQuery::new(start, end)
         .expect("valid window")
         .with_number(number.map(str::to_owned))
