@@ -494,18 +494,13 @@ impl Listing {
         }
         // Stored cuts inherit what the stored counts say, both ways, and
         // must agree with the answer where both speak.
+        // Every stored cut `top + 1..=last` is in `merged`, in order, so the
+        // stored cuts met one after the other bound one stored stretch each.
         let mut known: Vec<Option<u64>> = merged.iter().map(|m| m.1).collect();
-        let stored_before = |k: usize| (0..k).rev().find(|&j| merged[j].2.is_some());
+        let mut previous = (Some(0), top);
         for k in 0..merged.len() {
             let Some(index) = merged[k].2 else { continue };
-            let previous = match stored_before(k) {
-                Some(j) => known[j].map(|p| (p, merged[j].2)),
-                None => Some((0, Some(top))),
-            };
-            if let Some((p, Some(from))) = previous
-                && from + 1 == index
-                && let Some(count) = self.counts[from]
-            {
+            if let (Some(p), Some(count)) = (previous.0, self.counts[previous.1]) {
                 let derived = p + count;
                 match known[k] {
                     Some(said) if said != derived => return None,
@@ -513,16 +508,18 @@ impl Listing {
                     None => known[k] = Some(derived),
                 }
             }
+            previous = (known[k], index);
         }
+        let mut next: Option<(Option<u64>, usize)> = None;
         for k in (0..merged.len()).rev() {
-            let (Some(index), None) = (merged[k].2, known[k]) else { continue };
-            let next = (k + 1..merged.len()).find(|&j| merged[j].2.is_some());
-            if let Some(j) = next
-                && merged[j].2 == Some(index + 1)
-                && let (Some(after), Some(count)) = (known[j], self.counts[index])
+            let Some(index) = merged[k].2 else { continue };
+            if known[k].is_none()
+                && let Some((Some(after), _)) = next
+                && let Some(count) = self.counts[index]
             {
                 known[k] = Some(after.checked_sub(count)?);
             }
+            next = Some((known[k], index));
         }
         let mut cuts = Vec::with_capacity(merged.len());
         let mut counts = Vec::with_capacity(merged.len() + 1);
